@@ -1,0 +1,282 @@
+//! From a scraped body to head samples: parse, attach target labels, append.
+//!
+//! The [`ScrapeCache`] is what makes repeated scrapes cheap. It maps each series span exactly
+//! as the target wrote it (`node_cpu_seconds_total{cpu="0",mode="idle"}`) to the head's
+//! [`SeriesRef`]. A hit costs one hash of the span and skips label decoding, target-label
+//! merging and the head's series lookup; only new series (a miss) pay for those. The cache is
+//! per target, so the same span from two targets maps to two series. Entries not seen in the
+//! last two scrapes are evicted so the cache tracks what the target exposes now.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use storage::{AppendError, Appender, Labels, SeriesRef};
+
+use crate::exposition::{Entry, ParseError, TextParser};
+
+/// Per-target memory of series spans already resolved to head series.
+#[derive(Debug, Default)]
+pub struct ScrapeCache {
+    entries: HashMap<Box<[u8]>, CacheEntry, ahash::RandomState>,
+    /// Incremented per scrape; entries remember the last scrape that saw them.
+    iteration: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct CacheEntry {
+    series: SeriesRef,
+    last_seen: u64,
+}
+
+impl ScrapeCache {
+    /// Entries in the cache.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when the cache is empty.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+/// How a scrape's samples are labelled and stamped.
+#[derive(Debug, Clone, Copy)]
+pub struct AppendOptions<'a> {
+    /// Target labels (`job`, `instance`, static labels).
+    pub target_labels: &'a Labels,
+    /// Keep scraped labels on a clash instead of renaming them `exported_<name>`.
+    pub honor_labels: bool,
+    /// Use exposition timestamps when present.
+    pub honor_timestamps: bool,
+    /// The scrape's start time (ms): the timestamp of samples that carry none.
+    pub default_timestamp: i64,
+}
+
+/// What appending one body did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BodyStats {
+    /// Sample lines in the body.
+    pub scraped: u64,
+    /// Series not in the cache before this scrape.
+    pub series_added: u64,
+    /// Samples dropped because `storage.max_series` refused their new series.
+    pub series_rejected: u64,
+}
+
+/// Why a body was not appended.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    /// The body does not parse.
+    #[error("parse error: {0}")]
+    Parse(#[from] ParseError),
+    /// A series was refused by the head for a reason other than the series limit.
+    #[error("{0}")]
+    Append(AppendError),
+}
+
+/// Parses `body` and appends its samples to `app` (not committed). On error the caller rolls
+/// back: a scrape is taken whole or not at all.
+pub fn append_body(
+    body: &[u8],
+    cache: &mut ScrapeCache,
+    app: &mut dyn Appender,
+    opts: &AppendOptions<'_>,
+) -> Result<BodyStats, BodyError> {
+    cache.iteration += 1;
+    let iteration = cache.iteration;
+    let mut stats = BodyStats::default();
+    let mut scratch: Vec<(Cow<'_, str>, Cow<'_, str>)> = Vec::new();
+    for entry in TextParser::new(body) {
+        let Entry::Sample(sample) = entry? else {
+            continue;
+        };
+        stats.scraped += 1;
+        let timestamp = match sample.timestamp {
+            Some(t) if opts.honor_timestamps => t,
+            _ => opts.default_timestamp,
+        };
+        let series = match cache.entries.get_mut(sample.series) {
+            Some(e) => {
+                e.last_seen = iteration;
+                e.series
+            }
+            None => {
+                merge_labels(&mut scratch, sample.labels(), opts);
+                let pairs: Vec<(&str, &str)> = scratch
+                    .iter()
+                    .map(|(n, v)| (n.as_ref(), v.as_ref()))
+                    .collect();
+                match app.series(sample.name, &pairs) {
+                    Ok(series) => {
+                        stats.series_added += 1;
+                        cache.entries.insert(
+                            sample.series.into(),
+                            CacheEntry {
+                                series,
+                                last_seen: iteration,
+                            },
+                        );
+                        series
+                    }
+                    Err(AppendError::SeriesLimit { .. }) => {
+                        stats.series_rejected += 1;
+                        continue;
+                    }
+                    Err(e) => return Err(BodyError::Append(e)),
+                }
+            }
+        };
+        app.append(series, timestamp, sample.value);
+    }
+    if cache.entries.len() as u64 > stats.scraped {
+        cache
+            .entries
+            .retain(|_, e| e.last_seen + 1 >= iteration);
+    }
+    Ok(stats)
+}
+
+/// Combines scraped labels with target labels into `out`, as Prometheus does: with
+/// `honor_labels` the scraped value wins; without it the target value wins and the scraped
+/// one is kept as `exported_<name>` (prefixed again while that name is taken too).
+fn merge_labels<'a>(
+    out: &mut Vec<(Cow<'a, str>, Cow<'a, str>)>,
+    scraped: impl Iterator<Item = (&'a str, Cow<'a, str>)>,
+    opts: &AppendOptions<'a>,
+) {
+    out.clear();
+    out.extend(scraped.map(|(n, v)| (Cow::Borrowed(n), v)));
+    for (name, value) in opts.target_labels.iter() {
+        match out.iter().position(|(n, _)| n == name) {
+            None => out.push((Cow::Borrowed(name), Cow::Borrowed(value))),
+            Some(_) if opts.honor_labels => {}
+            Some(i) => {
+                let mut exported = format!("exported_{name}");
+                while out.iter().any(|(n, _)| *n == exported)
+                    || opts.target_labels.get(&exported).is_some()
+                {
+                    exported.insert_str(0, "exported_");
+                }
+                out[i].0 = Cow::Owned(exported);
+                out.push((Cow::Borrowed(name), Cow::Borrowed(value)));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use storage::{Head, HeadConfig};
+
+    use super::*;
+
+    fn opts(labels: &Labels) -> AppendOptions<'_> {
+        AppendOptions {
+            target_labels: labels,
+            honor_labels: false,
+            honor_timestamps: true,
+            default_timestamp: 1000,
+        }
+    }
+
+    fn series_of(head: &Head, metric: &str) -> Vec<(Labels, i64)> {
+        let mut s: Vec<(Labels, i64)> = head
+            .metric(metric)
+            .unwrap()
+            .series()
+            .into_iter()
+            .map(|s| (s.labels, s.last_timestamp))
+            .collect();
+        s.sort();
+        s
+    }
+
+    #[test]
+    fn target_labels_are_added_and_clashes_exported() {
+        let head = Head::new(HeadConfig::default());
+        let target = Labels::from_pairs([("job", "node"), ("instance", "h:1")]);
+        let mut cache = ScrapeCache::default();
+        let mut app = head.appender();
+        let body = b"m{job=\"inner\",exported_job=\"x\",a=\"1\"} 1\nn 2 5\n";
+        let stats = append_body(body, &mut cache, &mut app, &opts(&target)).unwrap();
+        app.commit().unwrap();
+        assert_eq!(stats, BodyStats { scraped: 2, series_added: 2, series_rejected: 0 });
+        assert_eq!(
+            series_of(&head, "m"),
+            vec![(
+                Labels::from_pairs([
+                    ("a", "1"),
+                    ("exported_exported_job", "inner"),
+                    ("exported_job", "x"),
+                    ("instance", "h:1"),
+                    ("job", "node")
+                ]),
+                1000
+            )]
+        );
+        assert_eq!(series_of(&head, "n")[0].1, 5, "exposition timestamp honoured");
+    }
+
+    #[test]
+    fn honor_labels_keeps_scraped_values() {
+        let head = Head::new(HeadConfig::default());
+        let target = Labels::from_pairs([("job", "node"), ("instance", "h:1")]);
+        let mut cache = ScrapeCache::default();
+        let mut app = head.appender();
+        let o = AppendOptions { honor_labels: true, honor_timestamps: false, ..opts(&target) };
+        append_body(b"m{job=\"inner\"} 1 5\n", &mut cache, &mut app, &o).unwrap();
+        app.commit().unwrap();
+        assert_eq!(
+            series_of(&head, "m"),
+            vec![(Labels::from_pairs([("instance", "h:1"), ("job", "inner")]), 1000)]
+        );
+    }
+
+    #[test]
+    fn the_cache_resolves_repeat_scrapes_and_forgets_vanished_series() {
+        let head = Head::new(HeadConfig::default());
+        let target = Labels::from_pairs([("job", "j")]);
+        let mut cache = ScrapeCache::default();
+        let mut app = head.appender();
+        let mut scrape = |cache: &mut ScrapeCache, body: &[u8], t: i64| {
+            let o = AppendOptions { default_timestamp: t, ..opts(&target) };
+            let s = append_body(body, cache, &mut app, &o).unwrap();
+            app.commit().unwrap();
+            s.series_added
+        };
+        assert_eq!(scrape(&mut cache, b"a 1\nb 1\n", 1), 2);
+        assert_eq!(scrape(&mut cache, b"a 2\nb 2\n", 2), 0);
+        assert_eq!(scrape(&mut cache, b"a 3\n", 3), 0);
+        assert_eq!(scrape(&mut cache, b"a 4\n", 4), 0);
+        assert_eq!(cache.len(), 1, "b was evicted after two scrapes without it");
+        assert_eq!(scrape(&mut cache, b"a 5\nb 5\n", 5), 1);
+        assert_eq!(head.series_count(), 2, "b came back as the same head series");
+        assert_eq!(head.metric("a").unwrap().snapshot().rows(), 5);
+    }
+
+    #[test]
+    fn a_parse_error_fails_the_whole_body() {
+        let head = Head::new(HeadConfig::default());
+        let target = Labels::default();
+        let mut cache = ScrapeCache::default();
+        let mut app = head.appender();
+        let err = append_body(b"a 1\nb{ 2\n", &mut cache, &mut app, &opts(&target)).unwrap_err();
+        assert!(err.to_string().starts_with("parse error: line 2:"), "{err}");
+        app.rollback();
+        app.commit().unwrap();
+        assert_eq!(head.metric("a").unwrap().snapshot().rows(), 0);
+    }
+
+    #[test]
+    fn series_over_the_limit_are_skipped_and_counted() {
+        let head = Head::new(HeadConfig { max_series: 1, ..HeadConfig::default() });
+        let target = Labels::default();
+        let mut cache = ScrapeCache::default();
+        let mut app = head.appender();
+        let stats = append_body(b"a 1\nb 1\nc 1\n", &mut cache, &mut app, &opts(&target)).unwrap();
+        app.commit().unwrap();
+        assert_eq!(stats.series_rejected, 2);
+        assert_eq!(head.metric_names(), vec!["a"]);
+    }
+}

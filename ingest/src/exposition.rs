@@ -1,0 +1,601 @@
+//! The Prometheus text exposition format (version 0.0.4), parsed for speed.
+//!
+//! Written by hand rather than with a parser crate because it is the hottest code in ingest:
+//! every scraped byte passes through it. The parser borrows from the body and allocates
+//! nothing per sample. Each sample carries its *series span* — the metric name and label
+//! section exactly as written — which the scrape cache uses as a key, so that a series seen in
+//! an earlier scrape skips label parsing, unescaping and interning entirely. Label pairs are
+//! decoded only on demand ([`Sample::labels`]), after the first pass has fully validated the
+//! label section (structure and UTF-8), so decoding cannot fail.
+//!
+//! Accepted per line (blanks are spaces or tabs; `\r\n` endings are accepted):
+//!
+//! ```text
+//! # HELP <name> <text with \\ and \n escapes>
+//! # TYPE <name> counter|gauge|histogram|summary|untyped (and OpenMetrics' unknown|info|stateset|gaugehistogram)
+//! # UNIT <name> <unit>           (OpenMetrics; kept as metadata)
+//! # EOF                          (OpenMetrics; ends the exposition)
+//! # anything else                (a comment)
+//! <name>[{<label>="<value>",...}] <value> [<timestamp ms>]
+//! ```
+//!
+//! Values follow Go's `ParseFloat` as Prometheus uses it (`NaN`, `+Inf`, `-Inf`, exponents).
+//! Histograms and summaries are plain series (`_bucket` with `le`, `_sum`, `_count`).
+
+use std::borrow::Cow;
+use std::fmt;
+
+/// A metric family's type from `# TYPE`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MetricType {
+    /// `counter`
+    Counter,
+    /// `gauge`
+    Gauge,
+    /// `histogram`
+    Histogram,
+    /// `summary`
+    Summary,
+    /// `untyped` (Prometheus) or `unknown` (OpenMetrics)
+    Unknown,
+    /// OpenMetrics `info`
+    Info,
+    /// OpenMetrics `stateset`
+    StateSet,
+    /// OpenMetrics `gaugehistogram`
+    GaugeHistogram,
+}
+
+impl MetricType {
+    /// Parses a `# TYPE` keyword.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "counter" => Self::Counter,
+            "gauge" => Self::Gauge,
+            "histogram" => Self::Histogram,
+            "summary" => Self::Summary,
+            "untyped" | "unknown" => Self::Unknown,
+            "info" => Self::Info,
+            "stateset" => Self::StateSet,
+            "gaugehistogram" => Self::GaugeHistogram,
+            _ => return None,
+        })
+    }
+
+    /// The keyword as `system.metrics` shows it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Counter => "counter",
+            Self::Gauge => "gauge",
+            Self::Histogram => "histogram",
+            Self::Summary => "summary",
+            Self::Unknown => "unknown",
+            Self::Info => "info",
+            Self::StateSet => "stateset",
+            Self::GaugeHistogram => "gaugehistogram",
+        }
+    }
+}
+
+/// One parsed line of interest.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Entry<'a> {
+    /// `# HELP metric text`
+    Help {
+        /// Metric family name.
+        metric: &'a str,
+        /// Unescaped help text.
+        help: Cow<'a, str>,
+    },
+    /// `# TYPE metric type`
+    Type {
+        /// Metric family name.
+        metric: &'a str,
+        /// Its type.
+        kind: MetricType,
+    },
+    /// `# UNIT metric unit`
+    Unit {
+        /// Metric family name.
+        metric: &'a str,
+        /// The unit.
+        unit: &'a str,
+    },
+    /// A sample line.
+    Sample(Sample<'a>),
+}
+
+/// One sample line, borrowed from the body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample<'a> {
+    /// Metric name and label section exactly as written: a stable key for the series.
+    pub series: &'a [u8],
+    /// The metric name.
+    pub name: &'a str,
+    /// The text between `{` and `}` (validated), empty when there are no labels.
+    label_text: &'a str,
+    /// True when some label value contains a backslash escape.
+    escaped: bool,
+    /// The sample value.
+    pub value: f64,
+    /// The exposition timestamp in ms, if the line has one.
+    pub timestamp: Option<i64>,
+}
+
+impl<'a> Sample<'a> {
+    /// The label pairs in written order, values unescaped.
+    pub fn labels(&self) -> Labels<'a> {
+        Labels {
+            rest: self.label_text.as_bytes(),
+            text: self.label_text,
+            pos: 0,
+            escaped: self.escaped,
+        }
+    }
+}
+
+/// Iterator over a sample's label pairs; see [`Sample::labels`].
+#[derive(Debug, Clone)]
+pub struct Labels<'a> {
+    text: &'a str,
+    rest: &'a [u8],
+    pos: usize,
+    escaped: bool,
+}
+
+impl<'a> Iterator for Labels<'a> {
+    type Item = (&'a str, Cow<'a, str>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        // The section was validated by the parser: name, blanks, '=', blanks, quoted value,
+        // blanks, optional ',', blanks — repeated.
+        let b = self.rest;
+        let mut i = self.pos;
+        while i < b.len() && (is_blank(b[i]) || b[i] == b',') {
+            i += 1;
+        }
+        if i >= b.len() {
+            self.pos = i;
+            return None;
+        }
+        let name_start = i;
+        while i < b.len() && is_label_char(b[i]) {
+            i += 1;
+        }
+        let name = &self.text[name_start..i];
+        while b[i] != b'"' {
+            i += 1;
+        }
+        i += 1;
+        let value_start = i;
+        let mut has_escape = false;
+        while b[i] != b'"' {
+            if b[i] == b'\\' {
+                has_escape = true;
+                i += 1;
+            }
+            i += 1;
+        }
+        let raw = &self.text[value_start..i];
+        self.pos = i + 1;
+        let value = if self.escaped && has_escape {
+            Cow::Owned(unescape(raw, true))
+        } else {
+            Cow::Borrowed(raw)
+        };
+        Some((name, value))
+    }
+}
+
+/// A syntax error, with the 1-based line it is on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseError {
+    /// 1-based line number.
+    pub line: usize,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "line {}: {}", self.line, self.message)
+    }
+}
+
+impl std::error::Error for ParseError {}
+
+/// Iterates the entries of a text exposition. Stops at the end or after `# EOF`.
+#[derive(Debug, Clone)]
+pub struct TextParser<'a> {
+    input: &'a [u8],
+    pos: usize,
+    line: usize,
+    done: bool,
+}
+
+impl<'a> TextParser<'a> {
+    /// A parser over a whole response body.
+    pub fn new(input: &'a [u8]) -> Self {
+        Self {
+            input,
+            pos: 0,
+            line: 0,
+            done: false,
+        }
+    }
+
+    fn error(&mut self, message: impl Into<String>) -> Option<Result<Entry<'a>, ParseError>> {
+        self.done = true;
+        Some(Err(ParseError {
+            line: self.line,
+            message: message.into(),
+        }))
+    }
+}
+
+impl<'a> Iterator for TextParser<'a> {
+    type Item = Result<Entry<'a>, ParseError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        while !self.done && self.pos < self.input.len() {
+            let rest = &self.input[self.pos..];
+            let len = memchr::memchr(b'\n', rest).unwrap_or(rest.len());
+            let mut line = &rest[..len];
+            self.pos += len + 1;
+            self.line += 1;
+            if let [head @ .., b'\r'] = line {
+                line = head;
+            }
+            let Some(first) = line.iter().position(|&c| !is_blank(c)) else {
+                continue;
+            };
+            let line = &line[first..];
+            let parsed = if line[0] == b'#' {
+                match parse_comment(line) {
+                    Ok(Comment::Entry(e)) => return Some(Ok(e)),
+                    Ok(Comment::Eof) => {
+                        self.done = true;
+                        return None;
+                    }
+                    Ok(Comment::Other) => continue,
+                    Err(msg) => Err(msg),
+                }
+            } else {
+                parse_sample(line).map(Entry::Sample)
+            };
+            return match parsed {
+                Ok(e) => Some(Ok(e)),
+                Err(msg) => self.error(msg),
+            };
+        }
+        None
+    }
+}
+
+enum Comment<'a> {
+    Entry(Entry<'a>),
+    Eof,
+    Other,
+}
+
+fn parse_comment(line: &[u8]) -> Result<Comment<'_>, String> {
+    let mut rest = skip_blanks(&line[1..]);
+    let keyword_len = rest.iter().position(|&c| is_blank(c)).unwrap_or(rest.len());
+    let keyword = &rest[..keyword_len];
+    if keyword == b"EOF" && skip_blanks(&rest[keyword_len..]).is_empty() {
+        return Ok(Comment::Eof);
+    }
+    if !matches!(keyword, b"HELP" | b"TYPE" | b"UNIT") {
+        return Ok(Comment::Other);
+    }
+    rest = skip_blanks(&rest[keyword_len..]);
+    let name_len = metric_name_len(rest);
+    if name_len == 0 {
+        let word = String::from_utf8_lossy(keyword);
+        return Err(format!("expected a metric name after # {word}"));
+    }
+    // Metric-name bytes are ASCII, so this cannot fail.
+    let metric = std::str::from_utf8(&rest[..name_len]).map_err(|e| e.to_string())?;
+    let after = &rest[name_len..];
+    if !after.is_empty() && !is_blank(after[0]) {
+        return Err(format!("invalid character {:?} in metric name", after[0] as char));
+    }
+    let text = skip_blanks(after);
+    match keyword {
+        b"HELP" => {
+            let text = std::str::from_utf8(text)
+                .map_err(|_| format!("HELP text of {metric} is not valid UTF-8"))?;
+            let help = if text.contains('\\') {
+                Cow::Owned(unescape(text, false))
+            } else {
+                Cow::Borrowed(text)
+            };
+            Ok(Comment::Entry(Entry::Help { metric, help }))
+        }
+        b"TYPE" => {
+            let word = trim_blanks_end(text);
+            let kind = std::str::from_utf8(word)
+                .ok()
+                .and_then(MetricType::parse)
+                .ok_or_else(|| {
+                    format!(
+                        "invalid metric type {:?} for {metric}",
+                        String::from_utf8_lossy(word)
+                    )
+                })?;
+            Ok(Comment::Entry(Entry::Type { metric, kind }))
+        }
+        _ => {
+            let unit = std::str::from_utf8(trim_blanks_end(text))
+                .map_err(|_| format!("UNIT of {metric} is not valid UTF-8"))?;
+            Ok(Comment::Entry(Entry::Unit { metric, unit }))
+        }
+    }
+}
+
+fn parse_sample(line: &[u8]) -> Result<Sample<'_>, String> {
+    let name_len = metric_name_len(line);
+    if name_len == 0 {
+        return Err(format!(
+            "expected a metric name, found {:?}",
+            char::from(line[0])
+        ));
+    }
+    let name = std::str::from_utf8(&line[..name_len]).map_err(|e| e.to_string())?;
+    let mut i = name_len;
+    while i < line.len() && is_blank(line[i]) {
+        i += 1;
+    }
+    let mut series_end = name_len;
+    let mut label_text = "";
+    let mut escaped = false;
+    if i < line.len() && line[i] == b'{' {
+        let start = i + 1;
+        let (end, has_escape) = scan_labels(line, start)?;
+        // The section is validated ASCII structure plus UTF-8-checked values.
+        label_text = std::str::from_utf8(&line[start..end]).map_err(|e| e.to_string())?;
+        escaped = has_escape;
+        i = end + 1;
+        series_end = i;
+    }
+    let series = &line[..series_end];
+    // Without a label section, the blanks after the name were skipped above.
+    let value_start = if series_end == name_len { name_len } else { i };
+    while i < line.len() && is_blank(line[i]) {
+        i += 1;
+    }
+    if i == value_start && i < line.len() {
+        return Err(format!(
+            "expected a blank before the value of {name}, found {:?}",
+            char::from(line[i])
+        ));
+    }
+    let token_start = i;
+    while i < line.len() && !is_blank(line[i]) {
+        i += 1;
+    }
+    let token = &line[token_start..i];
+    if token.is_empty() {
+        return Err(format!("missing value for {name}"));
+    }
+    let value = parse_value(token).ok_or_else(|| {
+        format!(
+            "invalid value {:?} for {name}",
+            String::from_utf8_lossy(token)
+        )
+    })?;
+    while i < line.len() && is_blank(line[i]) {
+        i += 1;
+    }
+    let mut timestamp = None;
+    if i < line.len() {
+        let ts_start = i;
+        while i < line.len() && !is_blank(line[i]) {
+            i += 1;
+        }
+        let token = &line[ts_start..i];
+        timestamp = Some(parse_timestamp(token).ok_or_else(|| {
+            format!(
+                "invalid timestamp {:?} for {name}",
+                String::from_utf8_lossy(token)
+            )
+        })?);
+        while i < line.len() && is_blank(line[i]) {
+            i += 1;
+        }
+        if i < line.len() {
+            return Err(format!(
+                "unexpected text {:?} after the timestamp of {name}",
+                String::from_utf8_lossy(&line[i..])
+            ));
+        }
+    }
+    Ok(Sample {
+        series,
+        name,
+        label_text,
+        escaped,
+        value,
+        timestamp,
+    })
+}
+
+/// Validates a label section starting after `{`. Returns the index of the closing `}` and
+/// whether any value has an escape.
+fn scan_labels(line: &[u8], mut i: usize) -> Result<(usize, bool), String> {
+    let mut escaped = false;
+    loop {
+        while i < line.len() && is_blank(line[i]) {
+            i += 1;
+        }
+        match line.get(i) {
+            None => return Err("unterminated label set: missing '}'".into()),
+            Some(b'}') => return Ok((i, escaped)),
+            Some(_) => {}
+        }
+        let name_start = i;
+        if !(line[i].is_ascii_alphabetic() || line[i] == b'_') {
+            return Err(format!(
+                "invalid label name starting with {:?}",
+                char::from(line[i])
+            ));
+        }
+        while i < line.len() && is_label_char(line[i]) {
+            i += 1;
+        }
+        let name_end = i;
+        while i < line.len() && is_blank(line[i]) {
+            i += 1;
+        }
+        if line.get(i) != Some(&b'=') {
+            return Err(format!(
+                "expected '=' after label name {:?}",
+                String::from_utf8_lossy(&line[name_start..name_end])
+            ));
+        }
+        i += 1;
+        while i < line.len() && is_blank(line[i]) {
+            i += 1;
+        }
+        if line.get(i) != Some(&b'"') {
+            return Err(format!(
+                "expected '\"' to start the value of label {:?}",
+                String::from_utf8_lossy(&line[name_start..name_end])
+            ));
+        }
+        i += 1;
+        let value_start = i;
+        let mut non_ascii = false;
+        loop {
+            match line.get(i) {
+                None => {
+                    return Err(format!(
+                        "unterminated value of label {:?}",
+                        String::from_utf8_lossy(&line[name_start..name_end])
+                    ));
+                }
+                Some(b'"') => break,
+                Some(b'\\') => {
+                    escaped = true;
+                    i += 2;
+                }
+                Some(&c) => {
+                    non_ascii |= c >= 0x80;
+                    i += 1;
+                }
+            }
+        }
+        if i >= line.len() {
+            return Err("unterminated label value".into());
+        }
+        if non_ascii && std::str::from_utf8(&line[value_start..i]).is_err() {
+            return Err(format!(
+                "value of label {:?} is not valid UTF-8",
+                String::from_utf8_lossy(&line[name_start..name_end])
+            ));
+        }
+        i += 1;
+        while i < line.len() && is_blank(line[i]) {
+            i += 1;
+        }
+        match line.get(i) {
+            Some(b',') => i += 1,
+            Some(b'}') => return Ok((i, escaped)),
+            None => return Err("unterminated label set: missing '}'".into()),
+            Some(&c) => {
+                return Err(format!(
+                    "expected ',' or '}}' after a label value, found {:?}",
+                    char::from(c)
+                ));
+            }
+        }
+    }
+}
+
+/// Parses a sample value as Go's `ParseFloat` does for the forms exporters write.
+pub(crate) fn parse_value(token: &[u8]) -> Option<f64> {
+    // Fast path: small non-negative integers, the commonest counter and gauge form.
+    if token.len() <= 15 && token.iter().all(u8::is_ascii_digit) {
+        let mut n: u64 = 0;
+        for &d in token {
+            n = n * 10 + u64::from(d - b'0');
+        }
+        return Some(n as f64);
+    }
+    let s = std::str::from_utf8(token).ok()?;
+    // Rust's parser accepts "inf", "infinity" and "nan" in any case and with a sign, like Go.
+    // It also accepts a few forms Go rejects ("1." and ".5" Go accepts too); both are fine.
+    s.parse::<f64>().ok()
+}
+
+fn parse_timestamp(token: &[u8]) -> Option<i64> {
+    let (negative, digits) = match token.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        Some((b'+', rest)) => (false, rest),
+        _ => (false, token),
+    };
+    if digits.is_empty() || digits.len() > 18 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let mut n: i64 = 0;
+    for &d in digits {
+        n = n * 10 + i64::from(d - b'0');
+    }
+    Some(if negative { -n } else { n })
+}
+
+/// Undoes the text format's escapes: `\\`, `\n`, and in label values `\"`.
+/// Unknown escapes are kept as written, as Prometheus does.
+fn unescape(s: &str, quotes: bool) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('\\') => out.push('\\'),
+            Some('n') => out.push('\n'),
+            Some('"') if quotes => out.push('"'),
+            Some(other) => {
+                out.push('\\');
+                out.push(other);
+            }
+            None => out.push('\\'),
+        }
+    }
+    out
+}
+
+fn metric_name_len(b: &[u8]) -> usize {
+    match b.first() {
+        Some(c) if c.is_ascii_alphabetic() || *c == b'_' || *c == b':' => {}
+        _ => return 0,
+    }
+    1 + b[1..]
+        .iter()
+        .take_while(|&&c| c.is_ascii_alphanumeric() || c == b'_' || c == b':')
+        .count()
+}
+
+fn is_label_char(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'_'
+}
+
+fn is_blank(c: u8) -> bool {
+    c == b' ' || c == b'\t'
+}
+
+fn skip_blanks(b: &[u8]) -> &[u8] {
+    let n = b.iter().take_while(|&&c| is_blank(c)).count();
+    &b[n..]
+}
+
+fn trim_blanks_end(b: &[u8]) -> &[u8] {
+    let n = b.iter().rev().take_while(|&&c| is_blank(c)).count();
+    &b[..b.len() - n]
+}
+
+#[cfg(test)]
+mod tests;

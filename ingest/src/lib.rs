@@ -1,0 +1,5 @@
+//! Arrowhead ingest.
+pub mod exposition;
+pub mod append;
+pub mod config;
+pub mod scrape;

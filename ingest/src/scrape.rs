@@ -1,0 +1,385 @@
+//! The scrape manager: one loop per target, each fetching `/metrics` on its schedule and
+//! appending the result to the head.
+//!
+//! ```text
+//! ScrapeManager::run(jobs) ─► per target: ScrapeLoop (own task, own ScrapeCache)
+//!     every interval, at a fixed offset:  GET url ──► append_body ──► commit
+//!                                         │ failure: rollback, up = 0, error kept
+//!                                         └─► synthetic series: up, scrape_duration_seconds, ...
+//! ScrapeManager::targets() ─► TargetStatus rows for `system.targets`
+//! ```
+//!
+//! Offsets: each target scrapes at `hash(target, seed) mod interval` within every interval,
+//! as Prometheus does, so many targets spread over the interval instead of firing together,
+//! and a target keeps its phase across restarts. The seed comes from the external labels, so
+//! the two replicas of a pair scrape at different phases.
+//!
+//! Shutdown: cancelling the manager's token stops every loop at its next await point; a
+//! scrape in flight is dropped before its commit, so no partial scrape is ever visible.
+
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use parking_lot::Mutex;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::registry::Registry;
+use storage::{Appender, Head, Labels};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
+use tracing::{debug, info};
+
+use crate::append::{AppendOptions, ScrapeCache, append_body};
+use crate::config::{ScrapeJob, TargetSpec};
+
+/// The `Accept` header sent with every scrape: Prometheus text format 0.0.4.
+pub const ACCEPT_HEADER: &str = "text/plain;version=0.0.4;q=1,*/*;q=0.1";
+
+/// Health of a target, as `system.targets.health` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    /// The last scrape succeeded.
+    Up,
+    /// The last scrape failed.
+    Down,
+    /// Not scraped yet.
+    Unknown,
+}
+
+impl Health {
+    /// `up`, `down` or `unknown`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Up => "up",
+            Self::Down => "down",
+            Self::Unknown => "unknown",
+        }
+    }
+}
+
+/// The state of one target after its last scrape.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TargetStatus {
+    /// The `job` label.
+    pub job: String,
+    /// The `instance` label.
+    pub instance: String,
+    /// The scrape URL.
+    pub url: String,
+    /// All target labels.
+    pub labels: Labels,
+    /// Result of the last scrape.
+    pub health: Health,
+    /// Start of the last scrape, ms since the epoch.
+    pub last_scrape: Option<i64>,
+    /// How long the last scrape took, seconds.
+    pub last_duration_seconds: Option<f64>,
+    /// Why the last scrape failed.
+    pub last_error: Option<String>,
+    /// Samples in the last successful scrape's body.
+    pub samples: u64,
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Clone, Default)]
+pub struct ScrapeMetrics {
+    /// Scrapes attempted.
+    pub scrapes: Counter,
+    /// Scrapes that failed (fetch or parse).
+    pub scrape_failures: Counter,
+    /// Samples read from successful scrapes.
+    pub samples_scraped: Counter,
+}
+
+impl ScrapeMetrics {
+    /// Registers the counters under `arrowhead_scrape_*`.
+    pub fn register(&self, registry: &mut Registry) {
+        let r = registry.sub_registry_with_prefix("arrowhead_scrape");
+        r.register("attempts", "Scrapes attempted", self.scrapes.clone());
+        r.register(
+            "failures",
+            "Scrapes that failed to fetch or parse",
+            self.scrape_failures.clone(),
+        );
+        r.register(
+            "samples_scraped",
+            "Samples read from successful scrapes",
+            self.samples_scraped.clone(),
+        );
+    }
+}
+
+/// Runs every target's scrape loop and reports their status.
+#[derive(Debug)]
+pub struct ScrapeManager {
+    head: Arc<Head>,
+    client: reqwest::Client,
+    /// Offsets target phases; see the module docs.
+    seed: u64,
+    metrics: ScrapeMetrics,
+    /// The running loops. Replaced whole by [`Self::run`]; dropping a handle aborts its loop.
+    loops: Mutex<Vec<LoopHandle>>,
+    /// Cancelled by [`Self::stop`]; each loop watches a child of it.
+    cancel: CancellationToken,
+}
+
+#[derive(Debug)]
+struct LoopHandle {
+    target: Arc<Target>,
+    cancel: CancellationToken,
+    task: AbortOnDropHandle<()>,
+}
+
+#[derive(Debug)]
+struct Target {
+    spec: TargetSpec,
+    job: Arc<ScrapeJob>,
+    status: Mutex<TargetStatus>,
+}
+
+impl ScrapeManager {
+    /// A manager appending to `head`. `seed_labels` (the external labels) set the phase seed.
+    pub fn new(head: Arc<Head>, seed_labels: &Labels) -> Result<Self, String> {
+        // Scrape TLS uses rustls with the ring provider; installing it twice is harmless.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("Arrowhead/", env!("CARGO_PKG_VERSION")))
+            .gzip(true)
+            .no_proxy()
+            .build()
+            .map_err(|e| format!("cannot build the scrape HTTP client: {e}"))?;
+        let mut h = std::hash::DefaultHasher::new();
+        seed_labels.hash(&mut h);
+        Ok(Self {
+            head,
+            client,
+            seed: h.finish(),
+            metrics: ScrapeMetrics::default(),
+            loops: Mutex::new(Vec::new()),
+            cancel: CancellationToken::new(),
+        })
+    }
+
+    /// The scrape counters.
+    pub fn metrics(&self) -> &ScrapeMetrics {
+        &self.metrics
+    }
+
+    /// Starts a loop per target of `jobs`, replacing any loops already running.
+    /// Must be called inside a Tokio runtime.
+    pub fn run(&self, jobs: Vec<ScrapeJob>) {
+        let mut loops = Vec::new();
+        for job in jobs {
+            let job = Arc::new(job);
+            for spec in &job.targets {
+                let target = Arc::new(Target {
+                    status: Mutex::new(TargetStatus {
+                        job: spec.labels.get("job").unwrap_or_default().to_string(),
+                        instance: spec.labels.get("instance").unwrap_or_default().to_string(),
+                        url: spec.url.clone(),
+                        labels: spec.labels.clone(),
+                        health: Health::Unknown,
+                        last_scrape: None,
+                        last_duration_seconds: None,
+                        last_error: None,
+                        samples: 0,
+                    }),
+                    spec: spec.clone(),
+                    job: Arc::clone(&job),
+                });
+                let cancel = self.cancel.child_token();
+                let scrape_loop = ScrapeLoop {
+                    target: Arc::clone(&target),
+                    head: Arc::clone(&self.head),
+                    client: self.client.clone(),
+                    metrics: self.metrics.clone(),
+                    cache: ScrapeCache::default(),
+                };
+                let offset = target.offset(self.seed);
+                #[allow(clippy::disallowed_methods)] // owned by an AbortOnDropHandle
+                let task = AbortOnDropHandle::new(tokio::spawn(
+                    scrape_loop.run(offset, cancel.clone()),
+                ));
+                loops.push(LoopHandle {
+                    target,
+                    cancel,
+                    task,
+                });
+            }
+        }
+        info!(targets = loops.len(), "scrape loops started");
+        let old = std::mem::replace(&mut *self.loops.lock(), loops);
+        for l in old {
+            l.cancel.cancel();
+        }
+    }
+
+    /// The status of every target, in configuration order.
+    pub fn targets(&self) -> Vec<TargetStatus> {
+        self.loops
+            .lock()
+            .iter()
+            .map(|l| l.target.status.lock().clone())
+            .collect()
+    }
+
+    /// Stops every loop and waits for them to finish (a scrape in flight is abandoned).
+    pub async fn stop(&self) {
+        self.cancel.cancel();
+        let loops = std::mem::take(&mut *self.loops.lock());
+        for l in loops {
+            let _ = l.task.await;
+        }
+    }
+}
+
+impl Target {
+    /// This target's phase within its interval.
+    fn offset(&self, seed: u64) -> Duration {
+        let mut h = std::hash::DefaultHasher::new();
+        self.spec.url.hash(&mut h);
+        self.spec.labels.hash(&mut h);
+        let interval_ms = self.job.interval.as_millis().max(1) as u64;
+        Duration::from_millis((h.finish() ^ seed) % interval_ms)
+    }
+}
+
+/// One target's loop and the state it owns alone.
+struct ScrapeLoop {
+    target: Arc<Target>,
+    head: Arc<Head>,
+    client: reqwest::Client,
+    metrics: ScrapeMetrics,
+    cache: ScrapeCache,
+}
+
+impl ScrapeLoop {
+    async fn run(mut self, offset: Duration, cancel: CancellationToken) {
+        let interval = self.target.job.interval;
+        let interval_ms = interval.as_millis().max(1) as u64;
+        let now_ms = unix_ms() as u64;
+        let wait = (offset.as_millis() as u64 + interval_ms - now_ms % interval_ms) % interval_ms;
+        let start = tokio::time::Instant::now() + Duration::from_millis(wait);
+        let mut ticker = tokio::time::interval_at(start, interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = ticker.tick() => {}
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = self.scrape_once() => {}
+            }
+        }
+    }
+
+    async fn scrape_once(&mut self) {
+        let start_ms = unix_ms();
+        let started = Instant::now();
+        self.metrics.scrapes.inc();
+        let fetched = self.fetch().await;
+        let job = Arc::clone(&self.target.job);
+        let labels = &self.target.spec.labels;
+        let mut app = self.head.appender();
+        let result = fetched.and_then(|body| {
+            let opts = AppendOptions {
+                target_labels: labels,
+                honor_labels: job.honor_labels,
+                honor_timestamps: job.honor_timestamps,
+                default_timestamp: start_ms,
+            };
+            append_body(&body, &mut self.cache, &mut app, &opts).map_err(|e| e.to_string())
+        });
+        let duration = started.elapsed().as_secs_f64();
+        let (up, stats, error) = match result {
+            Ok(stats) => (1.0, stats, None),
+            Err(e) => {
+                app.rollback();
+                self.metrics.scrape_failures.inc();
+                debug!(url = %self.target.spec.url, error = %e, "scrape failed");
+                (0.0, Default::default(), Some(e))
+            }
+        };
+        self.metrics.samples_scraped.inc_by(stats.scraped);
+        let report = [
+            ("up", up),
+            ("scrape_duration_seconds", duration),
+            ("scrape_samples_scraped", stats.scraped as f64),
+            ("scrape_samples_post_metric_relabeling", stats.scraped as f64),
+            ("scrape_series_added", stats.series_added as f64),
+        ];
+        let pairs: Vec<(&str, &str)> = labels.iter().collect();
+        for (name, value) in report {
+            match app.series(name, &pairs) {
+                Ok(r) => app.append(r, start_ms, value),
+                Err(e) => debug!(error = %e, "cannot record {name}"),
+            }
+        }
+        if let Err(e) = app.commit() {
+            debug!(error = %e, "commit failed");
+        }
+        let mut status = self.target.status.lock();
+        status.last_scrape = Some(start_ms);
+        status.last_duration_seconds = Some(duration);
+        if error.is_none() {
+            status.samples = stats.scraped;
+        }
+        status.health = if error.is_none() {
+            Health::Up
+        } else {
+            Health::Down
+        };
+        status.last_error = error;
+    }
+
+    async fn fetch(&self) -> Result<bytes::Bytes, String> {
+        let timeout = self.target.job.timeout;
+        let response = self
+            .client
+            .get(&self.target.spec.url)
+            .header(reqwest::header::ACCEPT, ACCEPT_HEADER)
+            .header(
+                "X-Prometheus-Scrape-Timeout-Seconds",
+                format!("{}", timeout.as_secs_f64()),
+            )
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|e| describe_reqwest_error(&e, timeout))?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(format!("server returned HTTP status {status}"));
+        }
+        response
+            .bytes()
+            .await
+            .map_err(|e| describe_reqwest_error(&e, timeout))
+    }
+}
+
+/// A reqwest error with its causes, which hold the useful part ("connection refused").
+fn describe_reqwest_error(e: &reqwest::Error, timeout: Duration) -> String {
+    if e.is_timeout() {
+        return format!("scrape timed out after {}", storage::units::Duration(timeout));
+    }
+    let mut msg = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        source = s.source();
+    }
+    msg
+}
+
+/// Now, in ms since the epoch.
+pub fn unix_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,189 @@
+use std::io::Write;
+use std::net::SocketAddr;
+
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use storage::HeadConfig;
+
+use super::*;
+use crate::config::{ScrapeConfig, ScrapeDefaults};
+
+const BODY: &str = "# TYPE requests_total counter\nrequests_total{path=\"/\"} 7\nrequests_total{path=\"/x\"} 3\ntemp 21.5\n";
+
+/// Serves a few endpoints on a free loopback port.
+async fn serve() -> (SocketAddr, AbortOnDropHandle<()>) {
+    let app = axum::Router::new()
+        .route("/metrics", get(|| async { BODY }))
+        .route(
+            "/gzip",
+            get(|headers: axum::http::HeaderMap| async move {
+                let accept = headers
+                    .get(header::ACCEPT)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_string();
+                let mut enc =
+                    flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+                enc.write_all(format!("accept_seen{{accept=\"{accept}\"}} 1\n").as_bytes())
+                    .unwrap();
+                ([(header::CONTENT_ENCODING, "gzip")], enc.finish().unwrap()).into_response()
+            }),
+        )
+        .route("/broken", get(|| async { "ok 1\nbroken{ 2\n" }))
+        .route(
+            "/error",
+            get(|| async { (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "boom") }),
+        )
+        .route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                "late 1\n"
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    #[allow(clippy::disallowed_methods)]
+    let task = AbortOnDropHandle::new(tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    }));
+    (addr, task)
+}
+
+fn job(yaml: &str) -> ScrapeJob {
+    let cfg: ScrapeConfig = serde_norway::from_str(yaml).unwrap();
+    cfg.resolve(&ScrapeDefaults::default()).unwrap()
+}
+
+/// Waits (bounded) until every target has been scraped at least `n` times.
+async fn wait_for_scrapes(manager: &ScrapeManager, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let per_target = manager.targets().len() as u64;
+    while manager.metrics().scrapes.get() < n * per_target {
+        assert!(Instant::now() < deadline, "scrapes did not happen in time");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Let the last scrape finish its commit.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+}
+
+/// The newest value of `metric` among series whose `job` label is `job`.
+fn last_by_job(head: &Head, metric: &str, job: &str) -> Option<f64> {
+    use arrow::array::AsArray;
+    use arrow::datatypes::{Float64Type, TimestampMillisecondType};
+    let snap = head.metric(metric)?.snapshot();
+    let schema = snap.schema();
+    let mask = snap.series_mask(&[storage::LabelMatcher {
+        column: "job".into(),
+        op: storage::MatchOp::Eq(job.into()),
+    }]);
+    let mut best: Option<(i64, f64)> = None;
+    for chunk in snap.chunks() {
+        let Some(b) = snap.read(chunk, &schema, Default::default(), mask.as_deref()).unwrap() else {
+            continue;
+        };
+        let ts = b.column_by_name("timestamp").unwrap().as_primitive::<TimestampMillisecondType>();
+        let vs = b.column_by_name("value").unwrap().as_primitive::<Float64Type>();
+        for i in 0..b.num_rows() {
+            if best.is_none_or(|(t, _)| ts.value(i) > t) {
+                best = Some((ts.value(i), vs.value(i)));
+            }
+        }
+    }
+    best.map(|(_, v)| v)
+}
+
+#[tokio::test]
+async fn targets_are_scraped_and_failures_reported() {
+    let (addr, _server) = serve().await;
+    let refused = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let head = Arc::new(Head::new(HeadConfig::default()));
+    let manager = ScrapeManager::new(Arc::clone(&head), &Labels::default()).unwrap();
+    let jobs = [
+        ("ok", "/metrics", addr),
+        ("down", "/metrics", refused),
+        ("gz", "/gzip", addr),
+        ("broken", "/broken", addr),
+        ("error", "/error", addr),
+        ("slow", "/slow", addr),
+    ];
+    manager.run(
+        jobs.iter()
+            .map(|(name, path, a)| {
+                job(&format!(
+                    "job_name: {name}\nscrape_interval: 300ms\nmetrics_path: {path}\n\
+                     static_configs: [{{targets: ['{a}']}}]"
+                ))
+            })
+            .collect(),
+    );
+    wait_for_scrapes(&manager, 2).await;
+    let status: std::collections::HashMap<String, TargetStatus> =
+        manager.targets().into_iter().map(|t| (t.job.clone(), t)).collect();
+    manager.stop().await;
+    assert!(manager.targets().is_empty());
+
+    for (name, _, _) in jobs {
+        let expected = if name == "ok" || name == "gz" { 1.0 } else { 0.0 };
+        assert_eq!(last_by_job(&head, "up", name), Some(expected), "up of {name}");
+        let s = &status[name];
+        assert_eq!(s.health, if expected == 1.0 { Health::Up } else { Health::Down }, "{name}");
+        assert_eq!(s.last_error.is_none(), expected == 1.0, "{name}: {:?}", s.last_error);
+        assert!(s.last_scrape.is_some());
+    }
+    assert_eq!(last_by_job(&head, "temp", "ok"), Some(21.5));
+    assert_eq!(status["ok"].samples, 3);
+    assert_eq!(status["ok"].url, format!("http://{addr}/metrics"));
+    assert_eq!(status["ok"].instance, addr.to_string());
+    let err = |job: &str| status[job].last_error.clone().unwrap();
+    assert!(err("down").contains("Connection refused"), "{}", err("down"));
+    assert!(err("broken").contains("parse error: line 2"), "{}", err("broken"));
+    assert!(err("error").contains("HTTP status 500"), "{}", err("error"));
+    assert!(err("slow").contains("timed out after 300ms"), "{}", err("slow"));
+    // gzip was decoded, and the Accept header asked for the text format.
+    let accept = head.metric("accept_seen").unwrap().series()[0].labels.get("accept").map(str::to_string);
+    assert_eq!(accept.as_deref(), Some(ACCEPT_HEADER));
+    // The broken body's valid first line was not kept: a scrape is all or nothing.
+    assert!(head.metric("ok").is_none_or(|m| m.snapshot().rows() == 0));
+    for synthetic in ["scrape_duration_seconds", "scrape_samples_scraped", "scrape_series_added"] {
+        assert!(last_by_job(&head, synthetic, "ok").is_some(), "{synthetic}");
+    }
+    assert_eq!(last_by_job(&head, "scrape_samples_scraped", "ok"), Some(3.0));
+    assert!(manager.metrics().scrape_failures.get() >= 4);
+}
+
+#[test]
+fn offsets_spread_targets_and_depend_on_the_seed() {
+    let j = Arc::new(job("job_name: a\nscrape_interval: 15s"));
+    let offsets: std::collections::HashSet<Duration> = (0..50)
+        .map(|i| {
+            let t = Target {
+                spec: TargetSpec {
+                    url: format!("http://h{i}:9100/metrics"),
+                    labels: Labels::from_pairs([("instance", format!("h{i}:9100"))]),
+                },
+                job: Arc::clone(&j),
+                status: Mutex::new(TargetStatus {
+                    job: "a".into(),
+                    instance: String::new(),
+                    url: String::new(),
+                    labels: Labels::default(),
+                    health: Health::Unknown,
+                    last_scrape: None,
+                    last_duration_seconds: None,
+                    last_error: None,
+                    samples: 0,
+                }),
+            };
+            let o = t.offset(1);
+            assert!(o < Duration::from_secs(15));
+            assert_eq!(o, t.offset(1), "stable");
+            o
+        })
+        .collect();
+    assert!(offsets.len() > 40, "offsets spread over the interval");
+}

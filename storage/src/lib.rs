@@ -1,0 +1,27 @@
+//! Arrowhead storage: the series model and the in-memory Arrow head block.
+//!
+//! ```text
+//! ingest / rules ──Appender──► head::Head ──MetricHead::snapshot()──► query (DataFusion scan)
+//! ```
+//!
+//! * [`labels`] — label sets and name rules.
+//! * [`head`] — per-metric Arrow tables in memory: append, snapshot, read with pushdown.
+//! * [`data_dir`] — the locked data directory a replica owns.
+//! * [`config`], [`units`] — the `storage:` config section and Prometheus duration/size syntax.
+//!
+//! This crate knows nothing of HTTP, SQL or gRPC; ingest and query depend on it, never the
+//! other way round.
+
+pub mod config;
+pub mod data_dir;
+pub mod head;
+pub mod labels;
+pub mod units;
+
+pub use config::StorageConfig;
+pub use data_dir::{DataDir, DataDirError};
+pub use head::{
+    AppendError, AppendStats, Appender, Head, HeadConfig, HeadMetrics, LabelMatcher, MatchOp,
+    MetricSnapshot, SeriesRef, TimeRange,
+};
+pub use labels::Labels;
