@@ -1,0 +1,511 @@
+//! Metric tables: a DataFusion [`TableProvider`] over one metric of the head, and the
+//! [`HeadScanExec`] plan node that reads it.
+//!
+//! Pushdown: DataFusion offers every `WHERE` conjunct to [`HeadTable::supports_filters_pushdown`].
+//! Two kinds are taken (as `Inexact`: DataFusion still re-checks them, storage only uses them
+//! to skip work):
+//!
+//! * time bounds on `timestamp` (`<`, `<=`, `>`, `>=`, `=`, `BETWEEN`, against any timestamp
+//!   literal, including folded `now() - INTERVAL ...`), which skip whole chunks by their
+//!   bounds and rows by timestamp;
+//! * equality and inequality on label columns (`=`, `<>`, `IN`, `NOT IN` with string
+//!   literals), evaluated once per series and applied as a per-row mask.
+//!
+//! Only the projected columns are built, and label columns only for rows that survive. The
+//! node's `EXPLAIN` line shows what was pushed down; `EXPLAIN ANALYZE` shows `output_rows`
+//! and `chunks_pruned`.
+
+use std::fmt;
+use std::sync::Arc;
+
+use arrow::datatypes::SchemaRef;
+use async_trait::async_trait;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{Result, ScalarValue};
+use datafusion::datasource::TableType;
+use datafusion::execution::TaskContext;
+use datafusion::logical_expr::{
+    Between, BinaryExpr, Expr, Operator, TableProviderFilterPushDown, expr::InList,
+};
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricBuilder, MetricsSet};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
+    SendableRecordBatchStream,
+};
+use storage::head::{LabelMatcher, MatchOp, MetricHead, MetricSnapshot, TimeRange};
+use storage::head::{TIMESTAMP_COLUMN, VALUE_COLUMN};
+
+/// One metric as a table. The schema is fixed when the table is resolved (at planning);
+/// labels that appear later show up in the next query.
+#[derive(Debug)]
+pub struct HeadTable {
+    metric: Arc<MetricHead>,
+    schema: SchemaRef,
+}
+
+impl HeadTable {
+    /// A table over `metric`, with its current schema.
+    pub fn new(metric: Arc<MetricHead>) -> Self {
+        let schema = metric.schema();
+        Self { metric, schema }
+    }
+}
+
+#[async_trait]
+impl TableProvider for HeadTable {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>> {
+        Ok(filters
+            .iter()
+            .map(|f| {
+                if Pushdown::from_filters(std::slice::from_ref(*f), &self.schema).is_empty() {
+                    TableProviderFilterPushDown::Unsupported
+                } else {
+                    TableProviderFilterPushDown::Inexact
+                }
+            })
+            .collect())
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let projected = match projection {
+            Some(p) => Arc::new(self.schema.project(p)?),
+            None => Arc::clone(&self.schema),
+        };
+        let pushdown = Pushdown::from_filters(filters, &self.schema);
+        let snapshot = self.metric.snapshot();
+        let target = state.config().target_partitions().max(1);
+        Ok(Arc::new(HeadScanExec::new(
+            snapshot, projected, pushdown, limit, target,
+        )))
+    }
+}
+
+/// What a scan can skip, derived from `WHERE` conjuncts.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Pushdown {
+    /// Rows outside are skipped.
+    pub time: TimeRange,
+    /// Series failing any matcher are skipped.
+    pub matchers: Vec<LabelMatcher>,
+}
+
+impl Pushdown {
+    /// Collects what storage can use from `filters`; the rest is left to DataFusion.
+    pub fn from_filters(filters: &[Expr], schema: &SchemaRef) -> Self {
+        let mut p = Self::default();
+        for f in filters {
+            p.add(f, schema);
+        }
+        p
+    }
+
+    /// True when nothing was taken.
+    pub fn is_empty(&self) -> bool {
+        self.time.is_unbounded() && self.matchers.is_empty()
+    }
+
+    fn add(&mut self, expr: &Expr, schema: &SchemaRef) {
+        match expr {
+            Expr::BinaryExpr(BinaryExpr {
+                left,
+                op: Operator::And,
+                right,
+            }) => {
+                self.add(left, schema);
+                self.add(right, schema);
+            }
+            Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
+                let (column, op, literal) = match (column_name(left), column_name(right)) {
+                    (Some(c), None) => (c, *op, &**right),
+                    (None, Some(c)) => match op.swap() {
+                        Some(swapped) => (c, swapped, &**left),
+                        None => return,
+                    },
+                    _ => return,
+                };
+                if column == TIMESTAMP_COLUMN {
+                    if let Some(ms) = timestamp_bounds(literal) {
+                        self.bound_time(op, ms);
+                    }
+                } else if is_label(column, schema)
+                    && let Some(value) = string_literal(literal)
+                {
+                    let op = match op {
+                        Operator::Eq => MatchOp::Eq(value),
+                        Operator::NotEq => MatchOp::NotEq(value),
+                        _ => return,
+                    };
+                    self.matchers.push(LabelMatcher {
+                        column: column.to_string(),
+                        op,
+                    });
+                }
+            }
+            Expr::Between(Between {
+                expr,
+                negated: false,
+                low,
+                high,
+            }) if column_name(expr) == Some(TIMESTAMP_COLUMN) => {
+                if let (Some(lo), Some(hi)) = (timestamp_bounds(low), timestamp_bounds(high)) {
+                    self.bound_time(Operator::GtEq, lo);
+                    self.bound_time(Operator::LtEq, hi);
+                }
+            }
+            Expr::InList(InList {
+                expr,
+                list,
+                negated,
+            }) => {
+                let Some(column) = column_name(expr).filter(|c| is_label(c, schema)) else {
+                    return;
+                };
+                let values: Option<Vec<String>> = list.iter().map(string_literal).collect();
+                if let Some(values) = values {
+                    let op = if *negated {
+                        MatchOp::NotIn(values)
+                    } else {
+                        MatchOp::In(values)
+                    };
+                    self.matchers.push(LabelMatcher {
+                        column: column.to_string(),
+                        op,
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Narrows the time range by `timestamp <op> literal`. `ms` is the literal rounded down
+    /// and up to whole ms; bounds are kept inclusive, so no row that could match is skipped.
+    fn bound_time(&mut self, op: Operator, (floor, ceil): (i64, i64)) {
+        let t = &mut self.time;
+        match op {
+            Operator::Gt | Operator::GtEq => t.start = t.start.max(floor),
+            Operator::Lt | Operator::LtEq => t.end = t.end.min(ceil),
+            Operator::Eq => {
+                t.start = t.start.max(floor);
+                t.end = t.end.min(ceil);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The column an expression reads, looking through casts.
+fn column_name(expr: &Expr) -> Option<&str> {
+    match expr {
+        Expr::Column(c) => Some(c.name.as_str()),
+        Expr::Cast(c) => column_name(&c.expr),
+        Expr::TryCast(c) => column_name(&c.expr),
+        _ => None,
+    }
+}
+
+fn is_label(column: &str, schema: &SchemaRef) -> bool {
+    column != TIMESTAMP_COLUMN
+        && column != VALUE_COLUMN
+        && schema.field_with_name(column).is_ok()
+}
+
+fn string_literal(expr: &Expr) -> Option<String> {
+    match expr {
+        Expr::Literal(v, _) => scalar_string(v),
+        Expr::Cast(c) => string_literal(&c.expr),
+        _ => None,
+    }
+}
+
+fn scalar_string(v: &ScalarValue) -> Option<String> {
+    match v {
+        ScalarValue::Utf8(Some(s))
+        | ScalarValue::Utf8View(Some(s))
+        | ScalarValue::LargeUtf8(Some(s)) => Some(s.clone()),
+        ScalarValue::Dictionary(_, inner) => scalar_string(inner),
+        _ => None,
+    }
+}
+
+/// A timestamp literal as (floor, ceil) whole milliseconds.
+fn timestamp_bounds(expr: &Expr) -> Option<(i64, i64)> {
+    let v = match expr {
+        Expr::Literal(v, _) => v,
+        Expr::Cast(c) => return timestamp_bounds(&c.expr),
+        _ => return None,
+    };
+    let (value, per_ms) = match v {
+        ScalarValue::TimestampSecond(Some(s), _) => return Some((s * 1000, s * 1000)),
+        ScalarValue::TimestampMillisecond(Some(ms), _) => return Some((*ms, *ms)),
+        ScalarValue::TimestampMicrosecond(Some(us), _) => (*us, 1_000),
+        ScalarValue::TimestampNanosecond(Some(ns), _) => (*ns, 1_000_000),
+        ScalarValue::Date32(Some(days)) => {
+            let ms = i64::from(*days) * 86_400_000;
+            return Some((ms, ms));
+        }
+        ScalarValue::Date64(Some(ms)) => return Some((*ms, *ms)),
+        _ => return None,
+    };
+    Some((value.div_euclid(per_ms), (value + per_ms - 1).div_euclid(per_ms)))
+}
+
+/// Reads a [`MetricSnapshot`], its chunks spread over partitions.
+#[derive(Debug)]
+pub struct HeadScanExec {
+    snapshot: MetricSnapshot,
+    schema: SchemaRef,
+    pushdown: Pushdown,
+    limit: Option<usize>,
+    /// Chunk indices read by each partition.
+    partitions: Vec<Vec<usize>>,
+    properties: Arc<PlanProperties>,
+    metrics: ExecutionPlanMetricsSet,
+}
+
+impl HeadScanExec {
+    fn new(
+        snapshot: MetricSnapshot,
+        schema: SchemaRef,
+        pushdown: Pushdown,
+        limit: Option<usize>,
+        target_partitions: usize,
+    ) -> Self {
+        let chunks = snapshot.chunks().len();
+        let n = target_partitions.min(chunks).max(1);
+        let mut partitions = vec![Vec::new(); n];
+        for i in 0..chunks {
+            partitions[i % n].push(i);
+        }
+        let properties = Arc::new(PlanProperties::new(
+            EquivalenceProperties::new(Arc::clone(&schema)),
+            Partitioning::UnknownPartitioning(n),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        ));
+        Self {
+            snapshot,
+            schema,
+            pushdown,
+            limit,
+            partitions,
+            properties,
+            metrics: ExecutionPlanMetricsSet::new(),
+        }
+    }
+}
+
+impl DisplayAs for HeadScanExec {
+    fn fmt_as(&self, t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if matches!(t, DisplayFormatType::TreeRender) {
+            return write!(f, "metric={}", self.snapshot.name());
+        }
+        let columns: Vec<&str> = self
+            .schema
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .collect();
+        write!(
+            f,
+            "HeadScanExec: metric={}, partitions={}, chunks={}, projection=[{}]",
+            self.snapshot.name(),
+            self.partitions.len(),
+            self.snapshot.chunks().len(),
+            columns.join(", ")
+        )?;
+        let time = self.pushdown.time;
+        if !time.is_unbounded() {
+            let show = |t: i64, unbounded: i64| {
+                if t == unbounded {
+                    "..".to_string()
+                } else {
+                    t.to_string()
+                }
+            };
+            write!(
+                f,
+                ", time=[{}, {}]",
+                show(time.start, i64::MIN),
+                show(time.end, i64::MAX)
+            )?;
+        }
+        if !self.pushdown.matchers.is_empty() {
+            let m: Vec<String> = self.pushdown.matchers.iter().map(|m| m.to_string()).collect();
+            write!(f, ", labels=[{}]", m.join(", "))?;
+        }
+        if let Some(limit) = self.limit {
+            write!(f, ", limit={limit}")?;
+        }
+        Ok(())
+    }
+}
+
+impl ExecutionPlan for HeadScanExec {
+    fn name(&self) -> &str {
+        "HeadScanExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        _children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        _context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let chunks: Vec<_> = self
+            .partitions
+            .get(partition)
+            .map(|idx| idx.iter().map(|&i| Arc::clone(&self.snapshot.chunks()[i])).collect())
+            .unwrap_or_default();
+        let output_rows = MetricBuilder::new(&self.metrics).output_rows(partition);
+        let pruned = MetricBuilder::new(&self.metrics).counter("chunks_pruned", partition);
+        let snapshot = self.snapshot.clone();
+        let schema = Arc::clone(&self.schema);
+        let time = self.pushdown.time;
+        let mask = snapshot.series_mask(&self.pushdown.matchers);
+        let mut remaining = self.limit.unwrap_or(usize::MAX);
+        let batches = chunks.into_iter().filter_map(move |chunk| {
+            if remaining == 0 {
+                return None;
+            }
+            match snapshot.read(&chunk, &schema, time, mask.as_deref()) {
+                Ok(Some(mut batch)) => {
+                    if batch.num_rows() > remaining {
+                        batch = batch.slice(0, remaining);
+                    }
+                    remaining -= batch.num_rows();
+                    output_rows.add(batch.num_rows());
+                    Some(Ok(batch))
+                }
+                Ok(None) => {
+                    pruned.add(1);
+                    None
+                }
+                Err(e) => Some(Err(e.into())),
+            }
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            Arc::clone(&self.schema),
+            futures::stream::iter(batches),
+        )))
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::prelude::{col, lit};
+
+    use super::*;
+
+    fn schema() -> SchemaRef {
+        use arrow::datatypes::{DataType, Field, Schema};
+        Arc::new(Schema::new(vec![
+            Field::new("job", storage::head::label_type(), true),
+            Field::new("timestamp", storage::head::timestamp_type(), false),
+            Field::new("value", DataType::Float64, false),
+        ]))
+    }
+
+    fn ts(ms: i64) -> Expr {
+        lit(ScalarValue::TimestampMillisecond(Some(ms), Some("UTC".into())))
+    }
+
+    #[test]
+    fn time_bounds_are_taken_from_comparisons_and_between() {
+        let p = Pushdown::from_filters(
+            &[col("timestamp").gt(ts(100)), ts(200).gt_eq(col("timestamp"))],
+            &schema(),
+        );
+        assert_eq!(p.time, TimeRange { start: 100, end: 200 });
+        let p = Pushdown::from_filters(&[col("timestamp").between(ts(5), ts(9))], &schema());
+        assert_eq!(p.time, TimeRange { start: 5, end: 9 });
+        let ns = lit(ScalarValue::TimestampNanosecond(Some(1_500_001), None));
+        let p = Pushdown::from_filters(&[col("timestamp").lt(ns)], &schema());
+        assert_eq!(p.time.end, 2, "rounded up, never cutting a row that may match");
+    }
+
+    #[test]
+    fn label_comparisons_become_matchers() {
+        let p = Pushdown::from_filters(
+            &[
+                col("job").eq(lit("node")),
+                lit("x").not_eq(col("job")),
+                col("job").in_list(vec![lit("a"), lit("b")], true),
+                col("value").eq(lit(1.0)),
+                col("job").like(lit("n%")),
+            ],
+            &schema(),
+        );
+        assert_eq!(
+            p.matchers,
+            vec![
+                LabelMatcher { column: "job".into(), op: MatchOp::Eq("node".into()) },
+                LabelMatcher { column: "job".into(), op: MatchOp::NotEq("x".into()) },
+                LabelMatcher {
+                    column: "job".into(),
+                    op: MatchOp::NotIn(vec!["a".into(), "b".into()])
+                },
+            ]
+        );
+        assert!(p.time.is_unbounded());
+    }
+
+    #[test]
+    fn other_filters_are_not_taken() {
+        let p = Pushdown::from_filters(
+            &[
+                col("value").gt(lit(1.0)),
+                col("job").eq(col("job")),
+                col("nope").eq(lit("x")),
+                col("timestamp").not_eq(ts(1)),
+            ],
+            &schema(),
+        );
+        assert!(p.is_empty(), "{p:?}");
+    }
+}

@@ -1,0 +1,173 @@
+//! The `system` schema: read-only tables describing the replica itself (DESIGN.md §3).
+//!
+//! Each table is materialised when a query resolves it, from the live state of its owner:
+//! `system.targets` from the scrape manager (through [`TargetsSource`], which the binary
+//! implements over ingest, since this crate never depends on ingest) and `system.series` from
+//! the head. They are small: one row per target or per series.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayRef, Float64Builder, RecordBatch, StringBuilder, TimestampMillisecondBuilder,
+    UInt64Builder,
+};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use async_trait::async_trait;
+use datafusion::catalog::{MemTable, SchemaProvider, TableProvider};
+use datafusion::common::{DataFusionError, Result};
+use storage::Head;
+use storage::head::timestamp_type;
+
+/// One row of `system.targets`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TargetRow {
+    /// The `job` label.
+    pub job: String,
+    /// The `instance` label.
+    pub instance: String,
+    /// Scrape URL.
+    pub url: String,
+    /// `up`, `down` or `unknown`.
+    pub health: String,
+    /// Start of the last scrape (ms since the epoch).
+    pub last_scrape: Option<i64>,
+    /// Duration of the last scrape in seconds.
+    pub last_duration_seconds: Option<f64>,
+    /// Error of the last scrape, if it failed.
+    pub last_error: Option<String>,
+    /// Samples in the last successful scrape.
+    pub samples: u64,
+}
+
+/// Where `system.targets` comes from. The binary implements it over the scrape manager.
+pub trait TargetsSource: Debug + Send + Sync {
+    /// The current targets.
+    fn targets(&self) -> Vec<TargetRow>;
+}
+
+/// A source with no targets, for tests and tools without ingest.
+#[derive(Debug, Default)]
+pub struct NoTargets;
+
+impl TargetsSource for NoTargets {
+    fn targets(&self) -> Vec<TargetRow> {
+        Vec::new()
+    }
+}
+
+/// The `system` schema provider.
+#[derive(Debug)]
+pub struct SystemSchema {
+    head: Arc<Head>,
+    targets: Arc<dyn TargetsSource>,
+}
+
+const TABLES: [&str; 2] = ["series", "targets"];
+
+impl SystemSchema {
+    /// A schema over the head and a targets source.
+    pub fn new(head: Arc<Head>, targets: Arc<dyn TargetsSource>) -> Self {
+        Self { head, targets }
+    }
+
+    fn targets_batch(&self) -> Result<RecordBatch> {
+        let rows = self.targets.targets();
+        let mut job = StringBuilder::new();
+        let mut instance = StringBuilder::new();
+        let mut url = StringBuilder::new();
+        let mut health = StringBuilder::new();
+        let mut last_scrape = TimestampMillisecondBuilder::new().with_timezone("UTC");
+        let mut duration = Float64Builder::new();
+        let mut error = StringBuilder::new();
+        let mut samples = UInt64Builder::new();
+        for r in rows {
+            job.append_value(&r.job);
+            instance.append_value(&r.instance);
+            url.append_value(&r.url);
+            health.append_value(&r.health);
+            last_scrape.append_option(r.last_scrape);
+            duration.append_option(r.last_duration_seconds);
+            error.append_option(r.last_error);
+            samples.append_value(r.samples);
+        }
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(job.finish()),
+            Arc::new(instance.finish()),
+            Arc::new(url.finish()),
+            Arc::new(health.finish()),
+            Arc::new(last_scrape.finish()),
+            Arc::new(duration.finish()),
+            Arc::new(error.finish()),
+            Arc::new(samples.finish()),
+        ];
+        Ok(RecordBatch::try_new(targets_schema(), columns)?)
+    }
+
+    fn series_batch(&self) -> Result<RecordBatch> {
+        let mut metric = StringBuilder::new();
+        let mut labels = StringBuilder::new();
+        let mut first = TimestampMillisecondBuilder::new().with_timezone("UTC");
+        let mut last = TimestampMillisecondBuilder::new().with_timezone("UTC");
+        for m in self.head.all_metrics() {
+            for s in m.series() {
+                metric.append_value(m.name());
+                labels.append_value(s.labels.to_json());
+                // Series created but never given a sample have no times.
+                let has_samples = s.first_timestamp <= s.last_timestamp;
+                first.append_option(has_samples.then_some(s.first_timestamp));
+                last.append_option(has_samples.then_some(s.last_timestamp));
+            }
+        }
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(metric.finish()),
+            Arc::new(labels.finish()),
+            Arc::new(first.finish()),
+            Arc::new(last.finish()),
+        ];
+        Ok(RecordBatch::try_new(series_schema(), columns)?)
+    }
+}
+
+fn targets_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("job", DataType::Utf8, false),
+        Field::new("instance", DataType::Utf8, false),
+        Field::new("url", DataType::Utf8, false),
+        Field::new("health", DataType::Utf8, false),
+        Field::new("last_scrape", timestamp_type(), true),
+        Field::new("last_duration_seconds", DataType::Float64, true),
+        Field::new("last_error", DataType::Utf8, true),
+        Field::new("samples", DataType::UInt64, false),
+    ]))
+}
+
+fn series_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("metric", DataType::Utf8, false),
+        Field::new("labels", DataType::Utf8, false),
+        Field::new("first_timestamp", timestamp_type(), true),
+        Field::new("last_timestamp", timestamp_type(), true),
+    ]))
+}
+
+#[async_trait]
+impl SchemaProvider for SystemSchema {
+    fn table_names(&self) -> Vec<String> {
+        TABLES.iter().map(|t| t.to_string()).collect()
+    }
+
+    async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>, DataFusionError> {
+        let batch = match name {
+            "targets" => self.targets_batch()?,
+            "series" => self.series_batch()?,
+            _ => return Ok(None),
+        };
+        let table = MemTable::try_new(batch.schema(), vec![vec![batch]])?;
+        Ok(Some(Arc::new(table)))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        TABLES.contains(&name)
+    }
+}
