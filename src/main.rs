@@ -1,1 +1,108 @@
-fn main(){}
+//! `arrowhead`: one binary for the replica (`serve`), its client (`query`) and offline tools
+//! (`check`). See DESIGN.md §4 for the command contract.
+
+mod commands;
+mod config;
+mod http;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Arrowhead: a Prometheus-compatible metrics store with an Arrow head and SQL over Flight SQL.
+#[derive(Debug, Parser)]
+#[command(name = "arrowhead", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run one replica: scrape, store, answer SQL.
+    Serve(ServeArgs),
+    /// Run SQL on a replica over Flight SQL and print the result.
+    Query(QueryArgs),
+    /// Validate configuration or rule files without running anything.
+    #[command(subcommand)]
+    Check(CheckCommand),
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// Configuration file (default: an embedded config that scrapes this replica every 5s).
+    #[arg(long, env = "ARROWHEAD_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory (overrides storage.path).
+    #[arg(long, env = "ARROWHEAD_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// HTTP listen address (overrides server.http_listen).
+    #[arg(long, env = "ARROWHEAD_HTTP_LISTEN")]
+    http_listen: Option<String>,
+    /// Flight SQL listen address (overrides server.flight_listen).
+    #[arg(long, env = "ARROWHEAD_FLIGHT_LISTEN")]
+    flight_listen: Option<String>,
+}
+
+/// Output formats of `query`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Format {
+    /// An aligned text table.
+    Table,
+    /// CSV with a header line.
+    Csv,
+    /// A JSON array of row objects.
+    Json,
+}
+
+#[derive(Debug, clap::Args)]
+struct QueryArgs {
+    /// Flight SQL endpoint; repeat for failover in order (a replica pair).
+    #[arg(
+        long = "endpoint",
+        env = "ARROWHEAD_ENDPOINT",
+        value_delimiter = ',',
+        default_value = query::client::DEFAULT_ENDPOINT
+    )]
+    endpoints: Vec<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table", env = "ARROWHEAD_FORMAT")]
+    format: Format,
+    /// Bearer token for servers that require one.
+    #[arg(long, env = "ARROWHEAD_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// The SQL statement.
+    sql: String,
+}
+
+#[derive(Debug, Subcommand)]
+enum CheckCommand {
+    /// Validate a configuration file.
+    Config {
+        /// The file.
+        file: PathBuf,
+    },
+    /// Validate rule files.
+    Rules {
+        /// The files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => commands::serve::run(args),
+        Command::Query(args) => commands::query::run(args),
+        Command::Check(check) => commands::check::run(check),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -8,22 +8,11 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use storage::Labels;
 use storage::units::Duration;
 
-/// A Prometheus key that this version parses but does not implement yet. Its presence in a
-/// config file is an error naming the key (the YAML loader adds the key path and line).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
-pub struct NotSupportedYet;
-
-impl<'de> Deserialize<'de> for NotSupportedYet {
-    fn deserialize<D: Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
-        Err(serde::de::Error::custom(
-            "this Prometheus key is not supported yet by this version of Arrowhead; remove it",
-        ))
-    }
-}
+pub use storage::config::NotSupportedYet;
 
 /// `http` or `https`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]

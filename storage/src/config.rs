@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::units::{ByteSize, Duration};
 
@@ -27,17 +27,59 @@ pub struct StorageConfig {
     /// Cap on active head series; new series beyond it are rejected and counted (0 = off).
     pub max_series: u64,
     /// Where blocks go for long-term storage (unset = the local data directory).
-    pub object_store: Option<ObjectStoreConfig>,
+    /// Refused until blocks exist: accepting it silently would promise durability.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub object_store: Option<NotSupportedYet>,
 }
 
-/// `storage.object_store`: a bucket URL plus backend options, passed through to `object_store`.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-pub struct ObjectStoreConfig {
-    /// e.g. `s3://bucket/prefix`, `gs://bucket`, `az://container`, `file:///mnt/blocks`.
-    pub url: String,
-    /// Backend options (region, endpoint, credentials file, ...), as `object_store` names them.
-    #[serde(flatten)]
-    pub options: std::collections::BTreeMap<String, String>,
+/// A key that this version recognises but does not implement yet. Its presence in a config
+/// file is an error naming the key and line (the YAML loader adds both), never silently
+/// ignored: a user who sets it expects it to act.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct NotSupportedYet;
+
+impl<'de> Deserialize<'de> for NotSupportedYet {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // Fail from inside a visitor, so the YAML deserializer attaches this key's own line
+        // and path to the error (failing before visiting would report the parent's).
+        struct Refuse;
+        fn refuse<E: serde::de::Error>() -> Result<NotSupportedYet, E> {
+            Err(E::custom(
+                "not supported yet by this version of Arrowhead; remove this key",
+            ))
+        }
+        impl<'de> serde::de::Visitor<'de> for Refuse {
+            type Value = NotSupportedYet;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("nothing (this key is not supported yet)")
+            }
+            fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Self::Value, E> {
+                refuse()
+            }
+            fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Self::Value, E> {
+                refuse()
+            }
+            fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Self::Value, E> {
+                refuse()
+            }
+            fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Self::Value, E> {
+                refuse()
+            }
+            fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<Self::Value, E> {
+                refuse()
+            }
+            fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+                refuse()
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, _: A) -> Result<Self::Value, A::Error> {
+                refuse()
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, _: A) -> Result<Self::Value, A::Error> {
+                refuse()
+            }
+        }
+        d.deserialize_any(Refuse)
+    }
 }
 
 impl Default for StorageConfig {

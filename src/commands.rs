@@ -1,0 +1,5 @@
+//! The subcommands of the `arrowhead` binary.
+
+pub(crate) mod check;
+pub(crate) mod query;
+pub(crate) mod serve;

@@ -1,0 +1,211 @@
+//! `arrowhead serve`: wiring one replica together, and taking it down in order.
+//!
+//! ```text
+//! config ─► DataDir (lock) ─► Head ◄── ScrapeManager (ingest)
+//!                              │
+//!                              └──► QueryEngine ─► FlightSqlServer (gRPC, server.flight_listen)
+//! registry ◄── head, scrape and query counters ─► HTTP /metrics (server.http_listen)
+//! ```
+//!
+//! Shutdown on SIGINT/SIGTERM, in order: stop the scrape loops (no scrape is half-appended),
+//! then stop the Flight SQL and HTTP servers (in-flight requests get a short grace period),
+//! then release the data directory lock. When durable storage arrives, flushing the head and
+//! the WAL goes between the first two steps.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use ingest::scrape::ScrapeManager;
+use prometheus_client::registry::Registry;
+use query::flight_sql::FlightSqlServer;
+use query::system::{TargetRow, TargetsSource};
+use query::QueryEngine;
+use storage::{DataDir, Head, HeadConfig, Labels};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
+use tracing::{info, warn};
+
+use crate::ServeArgs;
+use crate::config::{Config, Overrides};
+use crate::http::{self, HttpState};
+
+/// How long servers get to finish in-flight requests at shutdown.
+const GRACE: Duration = Duration::from_secs(3);
+
+pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    init_logging();
+    let (mut config, origin) = match &args.config {
+        Some(path) => (Config::load(path)?, path.display().to_string()),
+        None => (Config::embedded(), "<embedded default>".to_string()),
+    };
+    config.apply(&Overrides {
+        data_dir: args.data_dir,
+        http_listen: args.http_listen,
+        flight_listen: args.flight_listen,
+    });
+    config.validate(&origin)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("arrowhead")
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(serve(config, origin))
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+async fn serve(mut config: Config, origin: String) -> anyhow::Result<ExitCode> {
+    let data_dir = DataDir::open(&config.storage.path)?;
+    let head = Arc::new(Head::new(HeadConfig {
+        max_series: config.storage.max_series,
+        ..HeadConfig::default()
+    }));
+
+    let http_listener = bind(&config.server.http_listen, "server.http_listen").await?;
+    let flight_listener = bind(&config.server.flight_listen, "server.flight_listen").await?;
+    let http_addr = http_listener.local_addr()?;
+    let flight_addr = flight_listener.local_addr()?;
+    if config.scrapes_self_placeholder() {
+        config.set_self_target(&self_address(http_addr));
+    }
+    let jobs = config.scrape_jobs().map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
+
+    let external_labels = Labels::from_pairs(config.global.external_labels.clone());
+    let scrapes = Arc::new(
+        ScrapeManager::new(Arc::clone(&head), &external_labels).map_err(anyhow::Error::msg)?,
+    );
+    let engine = QueryEngine::new(
+        Arc::clone(&head),
+        Arc::new(ScrapeTargets(Arc::clone(&scrapes))),
+        &config.query,
+    )?;
+
+    let mut registry = Registry::default();
+    head.metrics().register(&mut registry);
+    scrapes.metrics().register(&mut registry);
+    engine.metrics().register(&mut registry);
+    let ready = Arc::new(AtomicBool::new(false));
+    let stop_servers = CancellationToken::new();
+
+    let http_state = HttpState {
+        registry: Arc::new(registry),
+        ready: Arc::clone(&ready),
+    };
+    let http_stop = stop_servers.clone();
+    #[allow(clippy::disallowed_methods)] // owned by an AbortOnDropHandle
+    let http_task = AbortOnDropHandle::new(tokio::spawn(async move {
+        axum::serve(http_listener, http::router(http_state))
+            .with_graceful_shutdown(http_stop.cancelled_owned())
+            .await
+    }));
+    let flight_service = FlightSqlServer::new(engine).into_service();
+    let flight_stop = stop_servers.clone();
+    #[allow(clippy::disallowed_methods)] // owned by an AbortOnDropHandle
+    let flight_task = AbortOnDropHandle::new(tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(flight_service)
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(flight_listener),
+                flight_stop.cancelled_owned(),
+            )
+            .await
+    }));
+
+    scrapes.run(jobs);
+    ready.store(true, Ordering::Release);
+    info!(
+        http = %http_addr,
+        flight = %flight_addr,
+        data_dir = %data_dir.path().display(),
+        config = %origin,
+        "arrowhead replica ready"
+    );
+
+    let signal = shutdown_signal().await;
+    info!(signal, "shutting down: stopping scrapes");
+    ready.store(false, Ordering::Release);
+    scrapes.stop().await;
+    info!("stopping servers");
+    stop_servers.cancel();
+    let servers = async {
+        let (h, f) = tokio::join!(http_task, flight_task);
+        if let Ok(Err(e)) = h {
+            warn!(error = %e, "HTTP server ended with an error");
+        }
+        if let Ok(Err(e)) = f {
+            warn!(error = %e, "Flight SQL server ended with an error");
+        }
+    };
+    if tokio::time::timeout(GRACE, servers).await.is_err() {
+        warn!("servers did not finish in {GRACE:?}; closing remaining connections");
+    }
+    drop(data_dir);
+    info!("shutdown complete");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn bind(address: &str, key: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(address)
+        .await
+        .with_context(|| format!("cannot listen on {address} ({key})"))
+}
+
+/// Where the replica can reach its own HTTP listener (a wildcard bind is reached on loopback).
+fn self_address(addr: SocketAddr) -> String {
+    match addr {
+        SocketAddr::V4(a) if a.ip().is_unspecified() => format!("127.0.0.1:{}", a.port()),
+        SocketAddr::V6(a) if a.ip().is_unspecified() => format!("[::1]:{}", a.port()),
+        other => other.to_string(),
+    }
+}
+
+async fn shutdown_signal() -> &'static str {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            warn!(error = %e, "cannot listen for SIGTERM; only SIGINT stops the replica");
+            let _ = tokio::signal::ctrl_c().await;
+            return "SIGINT";
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+    }
+}
+
+/// `system.targets` read from the scrape manager: the seam between ingest and query.
+#[derive(Debug)]
+struct ScrapeTargets(Arc<ScrapeManager>);
+
+impl TargetsSource for ScrapeTargets {
+    fn targets(&self) -> Vec<TargetRow> {
+        self.0
+            .targets()
+            .into_iter()
+            .map(|t| TargetRow {
+                job: t.job,
+                instance: t.instance,
+                url: t.url,
+                health: t.health.as_str().to_string(),
+                last_scrape: t.last_scrape,
+                last_duration_seconds: t.last_duration_seconds,
+                last_error: t.last_error,
+                samples: t.samples,
+            })
+            .collect()
+    }
+}

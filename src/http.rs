@@ -1,0 +1,55 @@
+//! The replica's HTTP endpoints: `/metrics`, `/-/healthy`, `/-/ready`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus_client::registry::Registry;
+
+/// What the handlers read.
+#[derive(Debug, Clone)]
+pub(crate) struct HttpState {
+    /// Every component's counters, registered at startup.
+    pub(crate) registry: Arc<Registry>,
+    /// Set once startup (and, later, WAL replay) is complete.
+    pub(crate) ready: Arc<AtomicBool>,
+}
+
+/// The router for the HTTP listener.
+pub(crate) fn router(state: HttpState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/-/healthy", get(healthy))
+        .route("/-/ready", get(ready))
+        .with_state(state)
+}
+
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
+    let mut body = String::new();
+    match prometheus_client::encoding::text::encode(&mut body, &state.registry) {
+        Ok(()) => (StatusCode::OK, [(header::CONTENT_TYPE, OPENMETRICS)], body).into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot encode metrics: {e}\n"),
+        )
+            .into_response(),
+    }
+}
+
+async fn healthy() -> &'static str {
+    "Arrowhead is Healthy.\n"
+}
+
+async fn ready(State(state): State<HttpState>) -> impl IntoResponse {
+    if state.ready.load(Ordering::Acquire) {
+        (StatusCode::OK, "Arrowhead is Ready.\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "Arrowhead is not ready.\n")
+    }
+}
