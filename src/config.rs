@@ -193,7 +193,7 @@ impl Config {
         self.scrape_jobs().map_err(err)?;
         self.storage.validate().map_err(err)?;
         self.query.validate().map_err(err)?;
-        for (name, _) in &self.global.external_labels {
+        for name in self.global.external_labels.keys() {
             if !storage::labels::is_valid_label_name(name) {
                 return Err(err(format!(
                     "global.external_labels: invalid label name {name:?}"

@@ -1,1 +1,104 @@
-fn main(){}
+//! Parser and scrape-append throughput on a real node-exporter payload
+//! (`testdata/node_exporter.prom`).
+//!
+//! Run: `cargo bench -p arrowhead-ingest --bench exposition`. Criterion reports MB/s (bytes of
+//! exposition per second); samples/s = MB/s × samples per MB, printed at the start.
+
+use std::hint::black_box;
+use std::sync::Arc;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use ingest::append::{AppendOptions, ScrapeCache, append_body};
+use ingest::exposition::{Entry, TextParser};
+use storage::{Appender, Head, HeadConfig, Labels};
+
+const NODE: &[u8] = include_bytes!("../../testdata/node_exporter.prom");
+
+fn count_samples(body: &[u8]) -> usize {
+    TextParser::new(body)
+        .filter(|e| matches!(e, Ok(Entry::Sample(_))))
+        .count()
+}
+
+fn parser(c: &mut Criterion) {
+    let samples = count_samples(NODE);
+    eprintln!(
+        "node_exporter.prom: {} bytes, {samples} samples ({:.0} samples per MB)",
+        NODE.len(),
+        samples as f64 / (NODE.len() as f64 / 1e6)
+    );
+    let mut group = c.benchmark_group("text_parser");
+    group.throughput(Throughput::Bytes(NODE.len() as u64));
+    group.bench_function("node_exporter/parse", |b| {
+        b.iter(|| {
+            let mut sum = 0.0;
+            for e in TextParser::new(black_box(NODE)) {
+                if let Ok(Entry::Sample(s)) = e {
+                    sum += s.value;
+                }
+            }
+            black_box(sum)
+        })
+    });
+    group.bench_function("node_exporter/parse_with_labels", |b| {
+        b.iter(|| {
+            let mut n = 0usize;
+            for e in TextParser::new(black_box(NODE)) {
+                if let Ok(Entry::Sample(s)) = e {
+                    n += s.labels().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+                }
+            }
+            black_box(n)
+        })
+    });
+    group.finish();
+}
+
+fn scrape_append(c: &mut Criterion) {
+    let mut group = c.benchmark_group("scrape_append");
+    group.throughput(Throughput::Bytes(NODE.len() as u64));
+    // Steady state: the scrape cache knows every series, as from the second scrape on.
+    let head = Arc::new(Head::new(HeadConfig::default()));
+    let target = Labels::from_pairs([("job", "node"), ("instance", "localhost:9100")]);
+    let mut cache = ScrapeCache::default();
+    let mut t = 0i64;
+    group.bench_function("node_exporter/warm_cache", |b| {
+        b.iter(|| {
+            t += 15_000;
+            let mut app = head.appender();
+            let opts = AppendOptions {
+                target_labels: &target,
+                honor_labels: false,
+                honor_timestamps: true,
+                default_timestamp: t,
+            };
+            let stats = append_body(black_box(NODE), &mut cache, &mut app, &opts).unwrap();
+            app.commit().unwrap();
+            black_box(stats)
+        })
+    });
+    // First scrape of a new target: every series is created.
+    let mut i = 0u64;
+    group.bench_function("node_exporter/cold_target", |b| {
+        b.iter(|| {
+            i += 1;
+            let head = Head::new(HeadConfig::default());
+            let target = Labels::from_pairs([("job", "node".to_string()), ("instance", format!("h{i}:9100"))]);
+            let mut cache = ScrapeCache::default();
+            let mut app = head.appender();
+            let opts = AppendOptions {
+                target_labels: &target,
+                honor_labels: false,
+                honor_timestamps: true,
+                default_timestamp: 0,
+            };
+            let stats = append_body(black_box(NODE), &mut cache, &mut app, &opts).unwrap();
+            app.commit().unwrap();
+            black_box(stats)
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, parser, scrape_append);
+criterion_main!(benches);

@@ -130,9 +130,7 @@ pub fn append_body(
         app.append(series, timestamp, sample.value);
     }
     if cache.entries.len() as u64 > stats.scraped {
-        cache
-            .entries
-            .retain(|_, e| e.last_seen + 1 >= iteration);
+        cache.entries.retain(|_, e| e.last_seen + 1 >= iteration);
     }
     Ok(stats)
 }
@@ -201,7 +199,14 @@ mod tests {
         let body = b"m{job=\"inner\",exported_job=\"x\",a=\"1\"} 1\nn 2 5\n";
         let stats = append_body(body, &mut cache, &mut app, &opts(&target)).unwrap();
         app.commit().unwrap();
-        assert_eq!(stats, BodyStats { scraped: 2, series_added: 2, series_rejected: 0 });
+        assert_eq!(
+            stats,
+            BodyStats {
+                scraped: 2,
+                series_added: 2,
+                series_rejected: 0
+            }
+        );
         assert_eq!(
             series_of(&head, "m"),
             vec![(
@@ -215,7 +220,11 @@ mod tests {
                 1000
             )]
         );
-        assert_eq!(series_of(&head, "n")[0].1, 5, "exposition timestamp honoured");
+        assert_eq!(
+            series_of(&head, "n")[0].1,
+            5,
+            "exposition timestamp honoured"
+        );
     }
 
     #[test]
@@ -224,12 +233,19 @@ mod tests {
         let target = Labels::from_pairs([("job", "node"), ("instance", "h:1")]);
         let mut cache = ScrapeCache::default();
         let mut app = head.appender();
-        let o = AppendOptions { honor_labels: true, honor_timestamps: false, ..opts(&target) };
+        let o = AppendOptions {
+            honor_labels: true,
+            honor_timestamps: false,
+            ..opts(&target)
+        };
         append_body(b"m{job=\"inner\"} 1 5\n", &mut cache, &mut app, &o).unwrap();
         app.commit().unwrap();
         assert_eq!(
             series_of(&head, "m"),
-            vec![(Labels::from_pairs([("instance", "h:1"), ("job", "inner")]), 1000)]
+            vec![(
+                Labels::from_pairs([("instance", "h:1"), ("job", "inner")]),
+                1000
+            )]
         );
     }
 
@@ -240,7 +256,10 @@ mod tests {
         let mut cache = ScrapeCache::default();
         let mut app = head.appender();
         let mut scrape = |cache: &mut ScrapeCache, body: &[u8], t: i64| {
-            let o = AppendOptions { default_timestamp: t, ..opts(&target) };
+            let o = AppendOptions {
+                default_timestamp: t,
+                ..opts(&target)
+            };
             let s = append_body(body, cache, &mut app, &o).unwrap();
             app.commit().unwrap();
             s.series_added
@@ -251,7 +270,11 @@ mod tests {
         assert_eq!(scrape(&mut cache, b"a 4\n", 4), 0);
         assert_eq!(cache.len(), 1, "b was evicted after two scrapes without it");
         assert_eq!(scrape(&mut cache, b"a 5\nb 5\n", 5), 1);
-        assert_eq!(head.series_count(), 2, "b came back as the same head series");
+        assert_eq!(
+            head.series_count(),
+            2,
+            "b came back as the same head series"
+        );
         assert_eq!(head.metric("a").unwrap().snapshot().rows(), 5);
     }
 
@@ -270,7 +293,10 @@ mod tests {
 
     #[test]
     fn series_over_the_limit_are_skipped_and_counted() {
-        let head = Head::new(HeadConfig { max_series: 1, ..HeadConfig::default() });
+        let head = Head::new(HeadConfig {
+            max_series: 1,
+            ..HeadConfig::default()
+        });
         let target = Labels::default();
         let mut cache = ScrapeCache::default();
         let mut app = head.appender();

@@ -171,9 +171,14 @@ impl ScrapeConfig {
         if job.is_empty() {
             return Err("scrape_configs: job_name must not be empty".into());
         }
-        let interval = self.scrape_interval.unwrap_or(defaults.scrape_interval).get();
+        let interval = self
+            .scrape_interval
+            .unwrap_or(defaults.scrape_interval)
+            .get();
         if interval.is_zero() {
-            return Err(format!("job {job:?}: scrape_interval must be greater than 0"));
+            return Err(format!(
+                "job {job:?}: scrape_interval must be greater than 0"
+            ));
         }
         let timeout = match self.scrape_timeout {
             Some(t) if t.get() > interval => {
@@ -187,7 +192,9 @@ impl ScrapeConfig {
             None => defaults.scrape_timeout.get().min(interval),
         };
         if timeout.is_zero() {
-            return Err(format!("job {job:?}: scrape_timeout must be greater than 0"));
+            return Err(format!(
+                "job {job:?}: scrape_timeout must be greater than 0"
+            ));
         }
         if !self.metrics_path.starts_with('/') {
             return Err(format!(
@@ -197,7 +204,7 @@ impl ScrapeConfig {
         }
         let mut targets = Vec::new();
         for (i, sc) in self.static_configs.iter().enumerate() {
-            for (name, _) in &sc.labels {
+            for name in sc.labels.keys() {
                 if !storage::labels::is_valid_label_name(name) {
                     return Err(format!(
                         "job {job:?}: static_configs[{i}].labels: invalid label name {name:?}"
@@ -303,7 +310,10 @@ mod tests {
         let j = job("job_name: a\nscrape_interval: 5s").unwrap();
         assert_eq!(j.timeout, std::time::Duration::from_secs(5));
         let e = job("job_name: a\nscrape_interval: 5s\nscrape_timeout: 6s").unwrap_err();
-        assert!(e.contains("scrape_timeout (6s) is greater than scrape_interval (5s)"), "{e}");
+        assert!(
+            e.contains("scrape_timeout (6s) is greater than scrape_interval (5s)"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -313,17 +323,27 @@ mod tests {
              static_configs: [{targets: ['[::1]:9116'], labels: {env: prod, job: custom}}]",
         )
         .unwrap();
-        assert_eq!(j.targets[0].url, "https://[::1]:9116/snmp?module=if_mib&module=x+y");
+        assert_eq!(
+            j.targets[0].url,
+            "https://[::1]:9116/snmp?module=if_mib&module=x+y"
+        );
         assert_eq!(
             j.targets[0].labels,
-            Labels::from_pairs([("env", "prod"), ("instance", "[::1]:9116"), ("job", "custom")])
+            Labels::from_pairs([
+                ("env", "prod"),
+                ("instance", "[::1]:9116"),
+                ("job", "custom")
+            ])
         );
     }
 
     #[test]
     fn bad_targets_are_named() {
         let e = job("job_name: a\nstatic_configs: [{targets: ['http://x:1']}]").unwrap_err();
-        assert!(e.contains("\"http://x:1\" must be host:port without a scheme"), "{e}");
+        assert!(
+            e.contains("\"http://x:1\" must be host:port without a scheme"),
+            "{e}"
+        );
         let e = job("job_name: a\nstatic_configs: [{targets: ['x:1/metrics']}]").unwrap_err();
         assert!(e.contains("without a path"), "{e}");
         let e = job("job_name: a\nmetrics_path: metrics").unwrap_err();

@@ -298,7 +298,10 @@ fn parse_comment(line: &[u8]) -> Result<Comment<'_>, String> {
     let metric = std::str::from_utf8(&rest[..name_len]).map_err(|e| e.to_string())?;
     let after = &rest[name_len..];
     if !after.is_empty() && !is_blank(after[0]) {
-        return Err(format!("invalid character {:?} in metric name", after[0] as char));
+        return Err(format!(
+            "invalid character {:?} in metric name",
+            after[0] as char
+        ));
     }
     let text = skip_blanks(after);
     match keyword {

@@ -1,5 +1,5 @@
 //! Arrowhead ingest.
-pub mod exposition;
 pub mod append;
 pub mod config;
+pub mod exposition;
 pub mod scrape;

@@ -197,9 +197,8 @@ impl ScrapeManager {
                 };
                 let offset = target.offset(self.seed);
                 #[allow(clippy::disallowed_methods)] // owned by an AbortOnDropHandle
-                let task = AbortOnDropHandle::new(tokio::spawn(
-                    scrape_loop.run(offset, cancel.clone()),
-                ));
+                let task =
+                    AbortOnDropHandle::new(tokio::spawn(scrape_loop.run(offset, cancel.clone())));
                 loops.push(LoopHandle {
                     target,
                     cancel,
@@ -306,7 +305,10 @@ impl ScrapeLoop {
             ("up", up),
             ("scrape_duration_seconds", duration),
             ("scrape_samples_scraped", stats.scraped as f64),
-            ("scrape_samples_post_metric_relabeling", stats.scraped as f64),
+            (
+                "scrape_samples_post_metric_relabeling",
+                stats.scraped as f64,
+            ),
             ("scrape_series_added", stats.series_added as f64),
         ];
         let pairs: Vec<(&str, &str)> = labels.iter().collect();
@@ -361,7 +363,10 @@ impl ScrapeLoop {
 /// A reqwest error with its causes, which hold the useful part ("connection refused").
 fn describe_reqwest_error(e: &reqwest::Error, timeout: Duration) -> String {
     if e.is_timeout() {
-        return format!("scrape timed out after {}", storage::units::Duration(timeout));
+        return format!(
+            "scrape timed out after {}",
+            storage::units::Duration(timeout)
+        );
     }
     let mut msg = e.to_string();
     let mut source = std::error::Error::source(e);

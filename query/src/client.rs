@@ -120,7 +120,9 @@ impl FlightSqlClient {
         let address = if let Some(rest) = url.strip_prefix("grpc://") {
             rest
         } else if url.starts_with("grpc+tls://") {
-            return Err(invalid("TLS endpoints are not supported yet by this client"));
+            return Err(invalid(
+                "TLS endpoints are not supported yet by this client",
+            ));
         } else {
             return Err(invalid("expected grpc://host:port"));
         };
@@ -131,17 +133,13 @@ impl FlightSqlClient {
             .map_err(|e| invalid(&e.to_string()))?
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true);
-        let channel = endpoint
-            .connect()
-            .await
-            .map_err(|e| ClientError::Connect {
-                url: url.to_string(),
-                reason: error_chain(&e),
-            })?;
+        let channel = endpoint.connect().await.map_err(|e| ClientError::Connect {
+            url: url.to_string(),
+            reason: error_chain(&e),
+        })?;
         Ok(Self {
             url: url.to_string(),
-            inner: FlightServiceClient::new(channel)
-                .max_decoding_message_size(64 << 20),
+            inner: FlightServiceClient::new(channel).max_decoding_message_size(64 << 20),
             token,
         })
     }

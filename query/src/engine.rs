@@ -315,7 +315,9 @@ fn statement_kind(statement: &SqlStatement) -> String {
         }
         _ => 1,
     };
-    words[..take.min(words.len())].join(" ").to_ascii_uppercase()
+    words[..take.min(words.len())]
+        .join(" ")
+        .to_ascii_uppercase()
 }
 
 /// The wire type of an in-engine type.

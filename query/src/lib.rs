@@ -5,5 +5,5 @@ pub mod scan;
 pub mod system;
 
 pub use engine::{PlannedQuery, QueryConfig, QueryEngine, QueryError, QueryMetrics};
-pub mod flight_sql;
 pub mod client;
+pub mod flight_sql;

@@ -225,9 +225,7 @@ fn column_name(expr: &Expr) -> Option<&str> {
 }
 
 fn is_label(column: &str, schema: &SchemaRef) -> bool {
-    column != TIMESTAMP_COLUMN
-        && column != VALUE_COLUMN
-        && schema.field_with_name(column).is_ok()
+    column != TIMESTAMP_COLUMN && column != VALUE_COLUMN && schema.field_with_name(column).is_ok()
 }
 
 fn string_literal(expr: &Expr) -> Option<String> {
@@ -267,7 +265,10 @@ fn timestamp_bounds(expr: &Expr) -> Option<(i64, i64)> {
         ScalarValue::Date64(Some(ms)) => return Some((*ms, *ms)),
         _ => return None,
     };
-    Some((value.div_euclid(per_ms), (value + per_ms - 1).div_euclid(per_ms)))
+    Some((
+        value.div_euclid(per_ms),
+        (value + per_ms - 1).div_euclid(per_ms),
+    ))
 }
 
 /// Reads a [`MetricSnapshot`], its chunks spread over partitions.
@@ -351,7 +352,12 @@ impl DisplayAs for HeadScanExec {
             )?;
         }
         if !self.pushdown.matchers.is_empty() {
-            let m: Vec<String> = self.pushdown.matchers.iter().map(|m| m.to_string()).collect();
+            let m: Vec<String> = self
+                .pushdown
+                .matchers
+                .iter()
+                .map(|m| m.to_string())
+                .collect();
             write!(f, ", labels=[{}]", m.join(", "))?;
         }
         if let Some(limit) = self.limit {
@@ -396,7 +402,11 @@ impl ExecutionPlan for HeadScanExec {
         let chunks: Vec<_> = self
             .partitions
             .get(partition)
-            .map(|idx| idx.iter().map(|&i| Arc::clone(&self.snapshot.chunks()[i])).collect())
+            .map(|idx| {
+                idx.iter()
+                    .map(|&i| Arc::clone(&self.snapshot.chunks()[i]))
+                    .collect()
+            })
             .unwrap_or_default();
         let output_rows = MetricBuilder::new(&self.metrics).output_rows(partition);
         let pruned = MetricBuilder::new(&self.metrics).counter("chunks_pruned", partition);
@@ -452,21 +462,36 @@ mod tests {
     }
 
     fn ts(ms: i64) -> Expr {
-        lit(ScalarValue::TimestampMillisecond(Some(ms), Some("UTC".into())))
+        lit(ScalarValue::TimestampMillisecond(
+            Some(ms),
+            Some("UTC".into()),
+        ))
     }
 
     #[test]
     fn time_bounds_are_taken_from_comparisons_and_between() {
         let p = Pushdown::from_filters(
-            &[col("timestamp").gt(ts(100)), ts(200).gt_eq(col("timestamp"))],
+            &[
+                col("timestamp").gt(ts(100)),
+                ts(200).gt_eq(col("timestamp")),
+            ],
             &schema(),
         );
-        assert_eq!(p.time, TimeRange { start: 100, end: 200 });
+        assert_eq!(
+            p.time,
+            TimeRange {
+                start: 100,
+                end: 200
+            }
+        );
         let p = Pushdown::from_filters(&[col("timestamp").between(ts(5), ts(9))], &schema());
         assert_eq!(p.time, TimeRange { start: 5, end: 9 });
         let ns = lit(ScalarValue::TimestampNanosecond(Some(1_500_001), None));
         let p = Pushdown::from_filters(&[col("timestamp").lt(ns)], &schema());
-        assert_eq!(p.time.end, 2, "rounded up, never cutting a row that may match");
+        assert_eq!(
+            p.time.end, 2,
+            "rounded up, never cutting a row that may match"
+        );
     }
 
     #[test]
@@ -484,8 +509,14 @@ mod tests {
         assert_eq!(
             p.matchers,
             vec![
-                LabelMatcher { column: "job".into(), op: MatchOp::Eq("node".into()) },
-                LabelMatcher { column: "job".into(), op: MatchOp::NotEq("x".into()) },
+                LabelMatcher {
+                    column: "job".into(),
+                    op: MatchOp::Eq("node".into())
+                },
+                LabelMatcher {
+                    column: "job".into(),
+                    op: MatchOp::NotEq("x".into())
+                },
                 LabelMatcher {
                     column: "job".into(),
                     op: MatchOp::NotIn(vec!["a".into(), "b".into()])

@@ -21,9 +21,9 @@ use std::time::Duration;
 use anyhow::Context;
 use ingest::scrape::ScrapeManager;
 use prometheus_client::registry::Registry;
+use query::QueryEngine;
 use query::flight_sql::FlightSqlServer;
 use query::system::{TargetRow, TargetsSource};
-use query::QueryEngine;
 use storage::{DataDir, Head, HeadConfig, Labels};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -81,7 +81,9 @@ async fn serve(mut config: Config, origin: String) -> anyhow::Result<ExitCode> {
     if config.scrapes_self_placeholder() {
         config.set_self_target(&self_address(http_addr));
     }
-    let jobs = config.scrape_jobs().map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
+    let jobs = config
+        .scrape_jobs()
+        .map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
 
     let external_labels = Labels::from_pairs(config.global.external_labels.clone());
     let scrapes = Arc::new(

@@ -31,9 +31,14 @@ fn bad_files_fail_with_file_line_and_key() {
             .next()
             .and_then(|l| l.strip_prefix("# expect: "))
             .unwrap_or_else(|| panic!("{}: first line must be '# expect: ...'", file.display()));
-        let err = Config::load(&file).expect_err(&file.display().to_string()).to_string();
+        let err = Config::load(&file)
+            .expect_err(&file.display().to_string())
+            .to_string();
         if !err.starts_with(&file.display().to_string()) || !err.contains(expected) {
-            failures.push(format!("{}:\n  got:  {err}\n  want: {expected}", file.display()));
+            failures.push(format!(
+                "{}:\n  got:  {err}\n  want: {expected}",
+                file.display()
+            ));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
@@ -41,7 +46,8 @@ fn bad_files_fail_with_file_line_and_key() {
 
 #[test]
 fn the_example_config_means_what_its_comments_say() {
-    let c = Config::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/arrowhead.yml")).unwrap();
+    let c =
+        Config::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/arrowhead.yml")).unwrap();
     let jobs = c.scrape_jobs().unwrap();
     assert_eq!(jobs[0].interval, std::time::Duration::from_secs(15));
     assert_eq!(jobs[1].interval, std::time::Duration::from_secs(5));
@@ -72,7 +78,11 @@ fn the_embedded_default_scrapes_itself_every_5s() {
 
 #[test]
 fn flags_override_the_file() {
-    let mut c = Config::parse("server: {http_listen: '0.0.0.0:1'}\nstorage: {path: /x}", "t").unwrap();
+    let mut c = Config::parse(
+        "server: {http_listen: '0.0.0.0:1'}\nstorage: {path: /x}",
+        "t",
+    )
+    .unwrap();
     c.apply(&Overrides {
         data_dir: Some("/y".into()),
         http_listen: None,

@@ -71,10 +71,16 @@ impl<'de> Deserialize<'de> for NotSupportedYet {
             fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
                 refuse()
             }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, _: A) -> Result<Self::Value, A::Error> {
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                _: A,
+            ) -> Result<Self::Value, A::Error> {
                 refuse()
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, _: A) -> Result<Self::Value, A::Error> {
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                _: A,
+            ) -> Result<Self::Value, A::Error> {
                 refuse()
             }
         }

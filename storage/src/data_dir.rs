@@ -94,7 +94,10 @@ mod tests {
         let first = DataDir::open(&dir).unwrap();
         let err = DataDir::open(&dir).unwrap_err().to_string();
         assert!(err.contains("in use by another Arrowhead process"), "{err}");
-        assert!(err.contains(&format!("pid {}", std::process::id())), "{err}");
+        assert!(
+            err.contains(&format!("pid {}", std::process::id())),
+            "{err}"
+        );
         drop(first);
         DataDir::open(&dir).unwrap();
     }

@@ -42,8 +42,8 @@ use prometheus_client::registry::Registry;
 
 pub use append::{AppendError, AppendStats, Appender, HeadAppender};
 pub use read::{
-    LabelMatcher, MatchOp, MetricSnapshot, TIMESTAMP_COLUMN, TimeRange, VALUE_COLUMN, label_column_name,
-    label_type, timestamp_type,
+    LabelMatcher, MatchOp, MetricSnapshot, TIMESTAMP_COLUMN, TimeRange, VALUE_COLUMN,
+    label_column_name, label_type, timestamp_type,
 };
 
 use crate::labels::Labels;
@@ -132,7 +132,11 @@ impl HeadMetrics {
             self.series_created.clone(),
         );
         r.register("series", "Series in the head", self.series.clone());
-        r.register("metrics", "Metrics (tables) in the head", self.metrics.clone());
+        r.register(
+            "metrics",
+            "Metrics (tables) in the head",
+            self.metrics.clone(),
+        );
     }
 }
 

@@ -19,10 +19,14 @@ pub struct Duration(pub std::time::Duration);
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UnitError {
     /// The string is not a Prometheus duration.
-    #[error("invalid duration {0:?}: expected a number and unit, e.g. 30s, 1m30s, 15d (units ms, s, m, h, d, w, y)")]
+    #[error(
+        "invalid duration {0:?}: expected a number and unit, e.g. 30s, 1m30s, 15d (units ms, s, m, h, d, w, y)"
+    )]
     Duration(String),
     /// The string is not a size.
-    #[error("invalid size {0:?}: expected a number and unit, e.g. 512MB, 50GB (units B, KB, MB, GB, TB, PB, EB)")]
+    #[error(
+        "invalid size {0:?}: expected a number and unit, e.g. 512MB, 50GB (units B, KB, MB, GB, TB, PB, EB)"
+    )]
     Size(String),
 }
 
@@ -178,7 +182,7 @@ impl FromStr for ByteSize {
 impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (unit, size) in SIZE_UNITS {
-            if self.0 >= size && self.0 % size == 0 {
+            if self.0 >= size && self.0.is_multiple_of(size) {
                 return write!(f, "{}{unit}", self.0 / size);
             }
         }
@@ -245,8 +249,22 @@ mod tests {
         for (text, ms) in ok {
             assert_eq!(text.parse::<Duration>().unwrap().as_millis(), ms, "{text}");
         }
-        for bad in ["", "5", "1.5s", "s", "1m1h", "1s1s", "1 m", "-1s", "1sec", "99999999999999999999y"] {
-            assert!(bad.parse::<Duration>().is_err(), "{bad:?} should be rejected");
+        for bad in [
+            "",
+            "5",
+            "1.5s",
+            "s",
+            "1m1h",
+            "1s1s",
+            "1 m",
+            "-1s",
+            "1sec",
+            "99999999999999999999y",
+        ] {
+            assert!(
+                bad.parse::<Duration>().is_err(),
+                "{bad:?} should be rejected"
+            );
         }
     }
 
@@ -255,7 +273,11 @@ mod tests {
         for text in ["0s", "500ms", "1m30s", "15d", "1w", "1y", "1h0m5s"] {
             let d: Duration = text.parse().unwrap();
             let printed = d.to_string();
-            assert_eq!(printed.parse::<Duration>().unwrap(), d, "{text} -> {printed}");
+            assert_eq!(
+                printed.parse::<Duration>().unwrap(),
+                d,
+                "{text} -> {printed}"
+            );
         }
         assert_eq!(Duration::from_secs(90).to_string(), "1m30s");
     }
@@ -268,7 +290,10 @@ mod tests {
         assert_eq!("7B".parse::<ByteSize>().unwrap().bytes(), 7);
         assert_eq!(ByteSize(1 << 30).to_string(), "1GB");
         for bad in ["", "GB", "1.5GB", "1gb", "1 GB", "1XB", "-1GB"] {
-            assert!(bad.parse::<ByteSize>().is_err(), "{bad:?} should be rejected");
+            assert!(
+                bad.parse::<ByteSize>().is_err(),
+                "{bad:?} should be rejected"
+            );
         }
     }
 }

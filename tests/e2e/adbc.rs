@@ -10,7 +10,11 @@ async fn adbc_runs_select_1_and_a_metric_query() {
     let replica = Replica::start(None).await;
     // Make sure `up` exists before the client asks for it.
     replica
-        .wait_for_count("SELECT count(*) FROM up", 1, std::time::Duration::from_secs(20))
+        .wait_for_count(
+            "SELECT count(*) FROM up",
+            1,
+            std::time::Duration::from_secs(20),
+        )
         .await;
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/adbc_client.py");
     let py = python();

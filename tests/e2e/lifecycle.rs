@@ -13,12 +13,22 @@ async fn sigterm_and_sigint_exit_0_quickly_and_release_ports() {
         // A client connection is open while stopping.
         let _ = replica.query("SELECT 1").await;
         let started = Instant::now();
-        let status = replica.stop(signal, Duration::from_secs(10)).expect("exited");
+        let status = replica
+            .stop(signal, Duration::from_secs(10))
+            .expect("exited");
         assert!(status.success(), "SIG{signal}: {status}\n{}", replica.log());
-        assert!(started.elapsed() < Duration::from_secs(8), "took {:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(8),
+            "took {:?}",
+            started.elapsed()
+        );
         TcpListener::bind(replica.http).expect("HTTP port released");
         TcpListener::bind(replica.flight).expect("Flight port released");
-        assert!(replica.log().contains("shutdown complete"), "{}", replica.log());
+        assert!(
+            replica.log().contains("shutdown complete"),
+            "{}",
+            replica.log()
+        );
     }
 }
 
@@ -37,7 +47,10 @@ async fn a_second_replica_on_the_same_data_dir_refuses_to_start() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("is in use by another Arrowhead process"), "{err}");
+    assert!(
+        err.contains("is in use by another Arrowhead process"),
+        "{err}"
+    );
     // The first replica is unaffected.
     let _ = replica.query("SELECT 1").await;
 }
@@ -82,7 +95,10 @@ fn a_bad_config_stops_startup_with_a_clear_error() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("bad.yml:2:20: global.scrape_interval: invalid duration \"often\""), "{err}");
+    assert!(
+        err.contains("bad.yml:2:20: global.scrape_interval: invalid duration \"often\""),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -102,5 +118,10 @@ async fn a_busy_port_is_reported_with_its_config_key() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(&format!("cannot listen on 127.0.0.1:{port} (server.http_listen)")), "{err}");
+    assert!(
+        err.contains(&format!(
+            "cannot listen on 127.0.0.1:{port} (server.http_listen)"
+        )),
+        "{err}"
+    );
 }

@@ -15,7 +15,11 @@ pub(crate) fn init_tls() {
 
 /// A port that was free a moment ago.
 pub(crate) fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// The binary under test.
@@ -34,7 +38,10 @@ where
         if let Some(v) = f().await {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -71,7 +78,12 @@ impl Replica {
             cmd.arg("--config").arg(&path);
         }
         let child = cmd.spawn().expect("start arrowhead");
-        let mut replica = Replica { child: Some(child), http, flight, dir };
+        let mut replica = Replica {
+            child: Some(child),
+            http,
+            flight,
+            dir,
+        };
         let url = format!("http://{http}/-/ready");
         let client = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -84,7 +96,11 @@ impl Replica {
             if let Some(status) = replica.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("arrowhead exited early ({status}):\n{}", replica.log());
             }
-            assert!(Instant::now() < deadline, "replica not ready in 30s:\n{}", replica.log());
+            assert!(
+                Instant::now() < deadline,
+                "replica not ready in 30s:\n{}",
+                replica.log()
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         replica
@@ -118,7 +134,11 @@ impl Replica {
         use arrow::array::AsArray;
         eventually(sql, timeout, || async {
             let (_, b) = self.try_query(sql).await.ok()?;
-            let n = b.first()?.column(0).as_primitive::<arrow::datatypes::Int64Type>().value(0);
+            let n = b
+                .first()?
+                .column(0)
+                .as_primitive::<arrow::datatypes::Int64Type>()
+                .value(0);
             (n >= min).then_some(())
         })
         .await
@@ -189,9 +209,17 @@ impl NodeExporter {
             });
         let exporter = NodeExporter { child, address };
         let url = format!("http://{address}/metrics");
-        eventually("node exporter to answer", Duration::from_secs(20), || async {
-            reqwest::get(&url).await.ok().filter(|r| r.status().is_success()).map(|_| ())
-        })
+        eventually(
+            "node exporter to answer",
+            Duration::from_secs(20),
+            || async {
+                reqwest::get(&url)
+                    .await
+                    .ok()
+                    .filter(|r| r.status().is_success())
+                    .map(|_| ())
+            },
+        )
         .await;
         exporter
     }

@@ -1,11 +1,16 @@
 use super::*;
 
-fn samples(input: &str) -> Vec<(String, Vec<(String, String)>, f64, Option<i64>)> {
+/// A parsed sample line: name, labels, value, timestamp.
+type Row = (String, Vec<(String, String)>, f64, Option<i64>);
+
+fn samples(input: &str) -> Vec<Row> {
     TextParser::new(input.as_bytes())
         .filter_map(|e| match e.unwrap() {
             Entry::Sample(s) => Some((
                 s.name.to_string(),
-                s.labels().map(|(n, v)| (n.to_string(), v.into_owned())).collect(),
+                s.labels()
+                    .map(|(n, v)| (n.to_string(), v.into_owned()))
+                    .collect(),
                 s.value,
                 s.timestamp,
             )),
@@ -21,7 +26,10 @@ fn error(input: &str) -> ParseError {
 }
 
 fn l(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect()
+    pairs
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect()
 }
 
 #[test]
@@ -45,10 +53,19 @@ fn node_exporter_payload_parses_completely() {
         }
     }
     let text = std::str::from_utf8(body).unwrap();
-    let expected_samples = text.lines().filter(|l| !l.is_empty() && !l.starts_with('#')).count();
+    let expected_samples = text
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .count();
     assert_eq!(n, expected_samples);
-    assert_eq!(help, text.lines().filter(|l| l.starts_with("# HELP")).count());
-    assert_eq!(types, text.lines().filter(|l| l.starts_with("# TYPE")).count());
+    assert_eq!(
+        help,
+        text.lines().filter(|l| l.starts_with("# HELP")).count()
+    );
+    assert_eq!(
+        types,
+        text.lines().filter(|l| l.starts_with("# TYPE")).count()
+    );
     assert!(n > 100);
 }
 
@@ -56,7 +73,9 @@ fn node_exporter_payload_parses_completely() {
 fn arrowhead_own_metrics_payload_parses() {
     let body = include_bytes!("../../../testdata/arrowhead_metrics.txt");
     let parsed: Vec<_> = TextParser::new(body).collect::<Result<_, _>>().unwrap();
-    assert!(parsed.iter().any(|e| matches!(e, Entry::Sample(s) if s.name == "arrowhead_head_samples_appended_total")));
+    assert!(parsed.iter().any(
+        |e| matches!(e, Entry::Sample(s) if s.name == "arrowhead_head_samples_appended_total")
+    ));
 }
 
 #[test]
@@ -66,7 +85,9 @@ fn metadata_lines_are_entries() {
                  # UNIT http_request_seconds seconds\n\
                  # just a comment\n\
                  #\n";
-    let entries: Vec<Entry> = TextParser::new(input.as_bytes()).map(Result::unwrap).collect();
+    let entries: Vec<Entry> = TextParser::new(input.as_bytes())
+        .map(Result::unwrap)
+        .collect();
     assert_eq!(
         entries,
         vec![
@@ -74,17 +95,30 @@ fn metadata_lines_are_entries() {
                 metric: "http_requests_total",
                 help: Cow::Borrowed("The total number of HTTP requests.")
             },
-            Entry::Type { metric: "http_requests_total", kind: MetricType::Counter },
-            Entry::Unit { metric: "http_request_seconds", unit: "seconds" },
+            Entry::Type {
+                metric: "http_requests_total",
+                kind: MetricType::Counter
+            },
+            Entry::Unit {
+                metric: "http_request_seconds",
+                unit: "seconds"
+            },
         ]
     );
 }
 
 #[test]
 fn help_escapes_are_undone() {
-    let entries: Vec<Entry> =
-        TextParser::new(br"# HELP m a\\b\nc\x".as_slice()).map(Result::unwrap).collect();
-    assert_eq!(entries, vec![Entry::Help { metric: "m", help: Cow::Owned("a\\b\nc\\x".into()) }]);
+    let entries: Vec<Entry> = TextParser::new(br"# HELP m a\\b\nc\x".as_slice())
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(
+        entries,
+        vec![Entry::Help {
+            metric: "m",
+            help: Cow::Owned("a\\b\nc\\x".into())
+        }]
+    );
 }
 
 #[test]
@@ -127,10 +161,21 @@ http_request_duration_seconds_count 144320
     assert_eq!(s[1].2, 3.0);
     assert_eq!(
         s[2].1,
-        l(&[("path", r"C:\DIR\FILE.TXT"), ("error", "Cannot find file:\n\"FILE.TXT\"")])
+        l(&[
+            ("path", r"C:\DIR\FILE.TXT"),
+            ("error", "Cannot find file:\n\"FILE.TXT\"")
+        ])
     );
     assert_eq!(s[2].2, 1.458255915e9);
-    assert_eq!(s[3], ("metric_without_timestamp_and_labels".into(), vec![], 12.47, None));
+    assert_eq!(
+        s[3],
+        (
+            "metric_without_timestamp_and_labels".into(),
+            vec![],
+            12.47,
+            None
+        )
+    );
     assert_eq!(s[4].2, f64::INFINITY);
     assert_eq!(s[4].3, Some(-3982045));
     assert_eq!(s[6].1, l(&[("le", "+Inf")]));
@@ -159,9 +204,13 @@ fn lenient_spacing_and_line_endings() {
 #[test]
 fn series_span_is_name_and_label_section() {
     let mut p = TextParser::new(b"up{job=\"x\"} 1 5\nfoo 2\n".as_slice());
-    let Some(Ok(Entry::Sample(a))) = p.next() else { panic!() };
+    let Some(Ok(Entry::Sample(a))) = p.next() else {
+        panic!()
+    };
     assert_eq!(a.series, b"up{job=\"x\"}");
-    let Some(Ok(Entry::Sample(b))) = p.next() else { panic!() };
+    let Some(Ok(Entry::Sample(b))) = p.next() else {
+        panic!()
+    };
     assert_eq!(b.series, b"foo");
 }
 
@@ -186,7 +235,11 @@ fn utf8_label_values_are_accepted() {
 fn errors_name_the_line_and_problem() {
     let cases = [
         ("a 1\nb{x=\"1\" 2\n", 2, "expected ',' or '}'"),
-        ("a 1\n\nc{x=1} 2\n", 3, "expected '\"' to start the value of label \"x\""),
+        (
+            "a 1\n\nc{x=1} 2\n",
+            3,
+            "expected '\"' to start the value of label \"x\"",
+        ),
         ("m{1x=\"1\"} 1", 1, "invalid label name"),
         ("m{x\"1\"} 1", 1, "expected '=' after label name \"x\""),
         ("m{x=\"1} 1", 1, "unterminated value of label \"x\""),
@@ -203,13 +256,18 @@ fn errors_name_the_line_and_problem() {
     for (input, line, message) in cases {
         let e = error(input);
         assert_eq!(e.line, line, "{input:?}: {e}");
-        assert!(e.message.contains(message), "{input:?}: got {e}, want {message:?}");
+        assert!(
+            e.message.contains(message),
+            "{input:?}: got {e}, want {message:?}"
+        );
     }
 }
 
 #[test]
 fn invalid_utf8_in_label_values_is_an_error() {
-    let e = TextParser::new(b"m{a=\"\xff\xfe\"} 1\n".as_slice()).find_map(|e| e.err()).unwrap();
+    let e = TextParser::new(b"m{a=\"\xff\xfe\"} 1\n".as_slice())
+        .find_map(|e| e.err())
+        .unwrap();
     assert!(e.message.contains("not valid UTF-8"), "{e}");
 }
 
@@ -224,7 +282,9 @@ fn parsing_stops_after_the_first_error() {
 fn arbitrary_bytes_never_panic() {
     // A cheap deterministic stand-in for fuzzing: mutate the real payload byte by byte.
     let body = include_bytes!("../../../testdata/node_exporter.prom");
-    let specials = [b'"', b'\\', b'{', b'}', b'=', b',', b' ', b'\n', b'#', 0xff, b'\t'];
+    let specials = [
+        b'"', b'\\', b'{', b'}', b'=', b',', b' ', b'\n', b'#', 0xff, b'\t',
+    ];
     let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
     for _ in 0..2000 {
         state ^= state << 13;

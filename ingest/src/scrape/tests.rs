@@ -80,11 +80,20 @@ fn last_by_job(head: &Head, metric: &str, job: &str) -> Option<f64> {
     }]);
     let mut best: Option<(i64, f64)> = None;
     for chunk in snap.chunks() {
-        let Some(b) = snap.read(chunk, &schema, Default::default(), mask.as_deref()).unwrap() else {
+        let Some(b) = snap
+            .read(chunk, &schema, Default::default(), mask.as_deref())
+            .unwrap()
+        else {
             continue;
         };
-        let ts = b.column_by_name("timestamp").unwrap().as_primitive::<TimestampMillisecondType>();
-        let vs = b.column_by_name("value").unwrap().as_primitive::<Float64Type>();
+        let ts = b
+            .column_by_name("timestamp")
+            .unwrap()
+            .as_primitive::<TimestampMillisecondType>();
+        let vs = b
+            .column_by_name("value")
+            .unwrap()
+            .as_primitive::<Float64Type>();
         for i in 0..b.num_rows() {
             if best.is_none_or(|(t, _)| ts.value(i) > t) {
                 best = Some((ts.value(i), vs.value(i)));
@@ -122,17 +131,41 @@ async fn targets_are_scraped_and_failures_reported() {
             .collect(),
     );
     wait_for_scrapes(&manager, 2).await;
-    let status: std::collections::HashMap<String, TargetStatus> =
-        manager.targets().into_iter().map(|t| (t.job.clone(), t)).collect();
+    let status: std::collections::HashMap<String, TargetStatus> = manager
+        .targets()
+        .into_iter()
+        .map(|t| (t.job.clone(), t))
+        .collect();
     manager.stop().await;
     assert!(manager.targets().is_empty());
 
     for (name, _, _) in jobs {
-        let expected = if name == "ok" || name == "gz" { 1.0 } else { 0.0 };
-        assert_eq!(last_by_job(&head, "up", name), Some(expected), "up of {name}");
+        let expected = if name == "ok" || name == "gz" {
+            1.0
+        } else {
+            0.0
+        };
+        assert_eq!(
+            last_by_job(&head, "up", name),
+            Some(expected),
+            "up of {name}"
+        );
         let s = &status[name];
-        assert_eq!(s.health, if expected == 1.0 { Health::Up } else { Health::Down }, "{name}");
-        assert_eq!(s.last_error.is_none(), expected == 1.0, "{name}: {:?}", s.last_error);
+        assert_eq!(
+            s.health,
+            if expected == 1.0 {
+                Health::Up
+            } else {
+                Health::Down
+            },
+            "{name}"
+        );
+        assert_eq!(
+            s.last_error.is_none(),
+            expected == 1.0,
+            "{name}: {:?}",
+            s.last_error
+        );
         assert!(s.last_scrape.is_some());
     }
     assert_eq!(last_by_job(&head, "temp", "ok"), Some(21.5));
@@ -140,19 +173,41 @@ async fn targets_are_scraped_and_failures_reported() {
     assert_eq!(status["ok"].url, format!("http://{addr}/metrics"));
     assert_eq!(status["ok"].instance, addr.to_string());
     let err = |job: &str| status[job].last_error.clone().unwrap();
-    assert!(err("down").contains("Connection refused"), "{}", err("down"));
-    assert!(err("broken").contains("parse error: line 2"), "{}", err("broken"));
+    assert!(
+        err("down").contains("Connection refused"),
+        "{}",
+        err("down")
+    );
+    assert!(
+        err("broken").contains("parse error: line 2"),
+        "{}",
+        err("broken")
+    );
     assert!(err("error").contains("HTTP status 500"), "{}", err("error"));
-    assert!(err("slow").contains("timed out after 300ms"), "{}", err("slow"));
+    assert!(
+        err("slow").contains("timed out after 300ms"),
+        "{}",
+        err("slow")
+    );
     // gzip was decoded, and the Accept header asked for the text format.
-    let accept = head.metric("accept_seen").unwrap().series()[0].labels.get("accept").map(str::to_string);
+    let accept = head.metric("accept_seen").unwrap().series()[0]
+        .labels
+        .get("accept")
+        .map(str::to_string);
     assert_eq!(accept.as_deref(), Some(ACCEPT_HEADER));
     // The broken body's valid first line was not kept: a scrape is all or nothing.
     assert!(head.metric("ok").is_none_or(|m| m.snapshot().rows() == 0));
-    for synthetic in ["scrape_duration_seconds", "scrape_samples_scraped", "scrape_series_added"] {
+    for synthetic in [
+        "scrape_duration_seconds",
+        "scrape_samples_scraped",
+        "scrape_series_added",
+    ] {
         assert!(last_by_job(&head, synthetic, "ok").is_some(), "{synthetic}");
     }
-    assert_eq!(last_by_job(&head, "scrape_samples_scraped", "ok"), Some(3.0));
+    assert_eq!(
+        last_by_job(&head, "scrape_samples_scraped", "ok"),
+        Some(3.0)
+    );
     assert!(manager.metrics().scrape_failures.get() >= 4);
 }
 

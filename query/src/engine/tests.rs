@@ -7,14 +7,22 @@ use super::*;
 use crate::system::{NoTargets, TargetRow};
 
 fn head() -> Arc<Head> {
-    let head = Arc::new(Head::new(HeadConfig { chunk_rows: 8, max_series: 0 }));
+    let head = Arc::new(Head::new(HeadConfig {
+        chunk_rows: 8,
+        max_series: 0,
+    }));
     let mut app = head.appender();
     for cpu in ["0", "1"] {
         for mode in ["idle", "user"] {
             let r = app
                 .series(
                     "node_cpu_seconds_total",
-                    &[("job", "node"), ("instance", "h:9100"), ("cpu", cpu), ("mode", mode)],
+                    &[
+                        ("job", "node"),
+                        ("instance", "h:9100"),
+                        ("cpu", cpu),
+                        ("mode", mode),
+                    ],
                 )
                 .unwrap();
             for t in 0..10 {
@@ -22,7 +30,9 @@ fn head() -> Arc<Head> {
             }
         }
     }
-    let up = app.series("up", &[("job", "node"), ("instance", "h:9100")]).unwrap();
+    let up = app
+        .series("up", &[("job", "node"), ("instance", "h:9100")])
+        .unwrap();
     app.append(up, 9_000, 1.0);
     let alerts = app.series("ALERTS", &[("alertname", "X")]).unwrap();
     app.append(alerts, 9_000, 1.0);
@@ -66,10 +76,16 @@ fn plan_text(batches: &[RecordBatch]) -> String {
 #[tokio::test]
 async fn metrics_are_tables_with_wire_types() {
     let e = engine();
-    let planned = e.plan("SELECT * FROM node_cpu_seconds_total").await.unwrap();
+    let planned = e
+        .plan("SELECT * FROM node_cpu_seconds_total")
+        .await
+        .unwrap();
     let schema = planned.schema();
-    let fields: Vec<(&str, &DataType)> =
-        schema.fields().iter().map(|f| (f.name().as_str(), f.data_type())).collect();
+    let fields: Vec<(&str, &DataType)> = schema
+        .fields()
+        .iter()
+        .map(|f| (f.name().as_str(), f.data_type()))
+        .collect();
     let ts = DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
     assert_eq!(
         fields,
@@ -82,7 +98,13 @@ async fn metrics_are_tables_with_wire_types() {
             ("value", &DataType::Float64),
         ]
     );
-    let batches: Vec<RecordBatch> = planned.execute().await.unwrap().try_collect().await.unwrap();
+    let batches: Vec<RecordBatch> = planned
+        .execute()
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
     assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 40);
     for b in &batches {
         assert_eq!(b.schema(), schema, "batches carry the wire schema");
@@ -92,9 +114,16 @@ async fn metrics_are_tables_with_wire_types() {
 #[tokio::test]
 async fn aggregates_and_filters_work() {
     let e = engine();
-    assert_eq!(scalar_i64(&e, "SELECT count(*) FROM node_cpu_seconds_total").await, 40);
     assert_eq!(
-        scalar_i64(&e, "SELECT count(*) FROM node_cpu_seconds_total WHERE mode = 'idle' AND cpu IN ('1')").await,
+        scalar_i64(&e, "SELECT count(*) FROM node_cpu_seconds_total").await,
+        40
+    );
+    assert_eq!(
+        scalar_i64(
+            &e,
+            "SELECT count(*) FROM node_cpu_seconds_total WHERE mode = 'idle' AND cpu IN ('1')"
+        )
+        .await,
         10
     );
     assert_eq!(
@@ -110,7 +139,12 @@ async fn aggregates_and_filters_work() {
         scalar_i64(&e, "SELECT count(*) FROM node_cpu_seconds_total WHERE mode <> 'idle' AND timestamp >= to_timestamp_millis(5000)").await,
         10
     );
-    let b = run(&e, "SELECT mode, sum(value) AS v FROM node_cpu_seconds_total GROUP BY mode ORDER BY mode").await.unwrap();
+    let b = run(
+        &e,
+        "SELECT mode, sum(value) AS v FROM node_cpu_seconds_total GROUP BY mode ORDER BY mode",
+    )
+    .await
+    .unwrap();
     assert_eq!(b[0].column(0).as_string::<i32>().value(0), "idle");
     assert_eq!(b[0].column(1).as_primitive::<Float64Type>().value(0), 900.0);
 }
@@ -119,7 +153,10 @@ async fn aggregates_and_filters_work() {
 async fn identifiers_keep_their_case_and_colons_need_quotes() {
     let e = engine();
     assert_eq!(scalar_f64(&e, "SELECT value FROM ALERTS").await, 1.0);
-    assert_eq!(scalar_f64(&e, "SELECT value FROM \"job:up:ratio\"").await, 0.5);
+    assert_eq!(
+        scalar_f64(&e, "SELECT value FROM \"job:up:ratio\"").await,
+        0.5
+    );
     let err = run(&e, "SELECT value FROM alerts").await.unwrap_err();
     assert!(matches!(err, QueryError::InvalidArgument(_)), "{err:?}");
     assert!(err.to_string().contains("alerts"), "{err}");
@@ -133,17 +170,29 @@ async fn explain_shows_pushdown_and_analyze_counts_rows() {
             .await
             .unwrap(),
     );
-    assert!(plan.contains("HeadScanExec: metric=node_cpu_seconds_total"), "{plan}");
+    assert!(
+        plan.contains("HeadScanExec: metric=node_cpu_seconds_total"),
+        "{plan}"
+    );
     assert!(plan.contains("labels=[mode = \"idle\"]"), "{plan}");
     assert!(plan.contains("time=[5000, ..]"), "{plan}");
-    assert!(plan.contains("projection=[mode, timestamp, value]"), "{plan}");
+    assert!(
+        plan.contains("projection=[mode, timestamp, value]"),
+        "{plan}"
+    );
     let analyzed = plan_text(
         &run(&e, "EXPLAIN ANALYZE SELECT value FROM node_cpu_seconds_total WHERE mode = 'idle' AND cpu = '0'")
             .await
             .unwrap(),
     );
-    let scan_line = analyzed.lines().find(|l| l.contains("HeadScanExec")).unwrap();
-    assert!(scan_line.contains("output_rows=10"), "the scan produced only matching rows: {scan_line}");
+    let scan_line = analyzed
+        .lines()
+        .find(|l| l.contains("HeadScanExec"))
+        .unwrap();
+    assert!(
+        scan_line.contains("output_rows=10"),
+        "the scan produced only matching rows: {scan_line}"
+    );
 }
 
 #[tokio::test]
@@ -152,21 +201,33 @@ async fn writes_and_file_access_are_refused_with_the_statement_named() {
     let cases = [
         ("INSERT INTO up VALUES ('a', 'b', now(), 1)", "INSERT"),
         ("CREATE TABLE t AS SELECT 1", "CREATE TABLE"),
-        ("CREATE OR REPLACE VIEW v AS SELECT 1", "CREATE OR REPLACE VIEW"),
+        (
+            "CREATE OR REPLACE VIEW v AS SELECT 1",
+            "CREATE OR REPLACE VIEW",
+        ),
         ("DROP TABLE up", "DROP TABLE"),
         ("DELETE FROM up", "DELETE"),
         ("UPDATE up SET value = 1", "UPDATE"),
         ("COPY up TO '/tmp/x.parquet'", "COPY"),
-        ("CREATE EXTERNAL TABLE x STORED AS CSV LOCATION '/etc/passwd'", "CREATE EXTERNAL TABLE"),
+        (
+            "CREATE EXTERNAL TABLE x STORED AS CSV LOCATION '/etc/passwd'",
+            "CREATE EXTERNAL TABLE",
+        ),
         ("SET datafusion.execution.batch_size = 1", "SET"),
-        ("EXPLAIN INSERT INTO up VALUES ('a', 'b', now(), 1)", "INSERT"),
+        (
+            "EXPLAIN INSERT INTO up VALUES ('a', 'b', now(), 1)",
+            "INSERT",
+        ),
         ("EXPLAIN ANALYZE COPY up TO '/tmp/x.parquet'", "COPY"),
         ("TRUNCATE TABLE up", "TRUNCATE TABLE"),
     ];
     for (sql, kind) in cases {
         match e.plan(sql).await {
             Err(QueryError::PermissionDenied(msg)) => {
-                assert!(msg.starts_with(&format!("{kind} is not allowed")), "{sql}: {msg}")
+                assert!(
+                    msg.starts_with(&format!("{kind} is not allowed")),
+                    "{sql}: {msg}"
+                )
             }
             other => panic!("{sql}: expected PermissionDenied, got {other:?}"),
         }
@@ -189,17 +250,33 @@ async fn metadata_statements_run() {
         "EXPLAIN SELECT 1",
         "SELECT * FROM system.series",
     ] {
-        run(&e, sql).await.unwrap_or_else(|err| panic!("{sql}: {err}"));
+        run(&e, sql)
+            .await
+            .unwrap_or_else(|err| panic!("{sql}: {err}"));
     }
     let tables = run(&e, "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' ORDER BY table_name").await.unwrap();
-    let names: Vec<&str> = tables[0].column(0).as_string::<i32>().iter().map(Option::unwrap).collect();
-    assert_eq!(names, ["ALERTS", "job:up:ratio", "node_cpu_seconds_total", "up"]);
+    let names: Vec<&str> = tables[0]
+        .column(0)
+        .as_string::<i32>()
+        .iter()
+        .map(Option::unwrap)
+        .collect();
+    assert_eq!(
+        names,
+        ["ALERTS", "job:up:ratio", "node_cpu_seconds_total", "up"]
+    );
 }
 
 #[tokio::test]
 async fn bad_sql_is_an_invalid_argument() {
     let e = engine();
-    for sql in ["SELEC 1", "SELECT * FROM no_such_metric", "SELECT nope FROM up", "", "SELECT 1; SELECT 2"] {
+    for sql in [
+        "SELEC 1",
+        "SELECT * FROM no_such_metric",
+        "SELECT nope FROM up",
+        "",
+        "SELECT 1; SELECT 2",
+    ] {
         match e.plan(sql).await {
             Err(QueryError::InvalidArgument(msg)) => assert!(!msg.is_empty()),
             other => panic!("{sql}: expected InvalidArgument, got {other:?}"),
@@ -238,32 +315,69 @@ async fn system_targets_reads_the_source() {
         }
     }
     let e = QueryEngine::new(head(), Arc::new(Two), &QueryConfig::default()).unwrap();
-    let b = run(&e, "SELECT health, last_error FROM system.targets WHERE job = 'dead'").await.unwrap();
+    let b = run(
+        &e,
+        "SELECT health, last_error FROM system.targets WHERE job = 'dead'",
+    )
+    .await
+    .unwrap();
     assert_eq!(b[0].column(0).as_string::<i32>().value(0), "down");
-    assert_eq!(b[0].column(1).as_string::<i32>().value(0), "connection refused");
-    let b = run(&e, "SELECT metric, labels FROM system.series WHERE metric = 'up'").await.unwrap();
-    assert_eq!(b[0].column(1).as_string::<i32>().value(0), r#"{"instance":"h:9100","job":"node"}"#);
+    assert_eq!(
+        b[0].column(1).as_string::<i32>().value(0),
+        "connection refused"
+    );
+    let b = run(
+        &e,
+        "SELECT metric, labels FROM system.series WHERE metric = 'up'",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        b[0].column(1).as_string::<i32>().value(0),
+        r#"{"instance":"h:9100","job":"node"}"#
+    );
 }
 
 #[tokio::test]
 async fn new_labels_widen_the_table_between_queries() {
     let head = head();
-    let e = QueryEngine::new(Arc::clone(&head), Arc::new(NoTargets), &QueryConfig::default()).unwrap();
+    let e = QueryEngine::new(
+        Arc::clone(&head),
+        Arc::new(NoTargets),
+        &QueryConfig::default(),
+    )
+    .unwrap();
     let mut app = head.appender();
-    let r = app.series("up", &[("job", "node"), ("instance", "h:9100"), ("zone", "eu")]).unwrap();
+    let r = app
+        .series(
+            "up",
+            &[("job", "node"), ("instance", "h:9100"), ("zone", "eu")],
+        )
+        .unwrap();
     app.append(r, 10_000, 0.0);
     app.commit().unwrap();
-    assert_eq!(scalar_i64(&e, "SELECT count(*) FROM up WHERE zone IS NULL").await, 1);
-    assert_eq!(scalar_i64(&e, "SELECT count(*) FROM up WHERE zone = 'eu'").await, 1);
+    assert_eq!(
+        scalar_i64(&e, "SELECT count(*) FROM up WHERE zone IS NULL").await,
+        1
+    );
+    assert_eq!(
+        scalar_i64(&e, "SELECT count(*) FROM up WHERE zone = 'eu'").await,
+        1
+    );
 }
 
 #[test]
 fn statement_kinds_are_named() {
     let parse = |sql: &str| {
         let dialect = datafusion::sql::sqlparser::dialect::GenericDialect {};
-        datafusion::sql::sqlparser::parser::Parser::parse_sql(&dialect, sql).unwrap().remove(0)
+        datafusion::sql::sqlparser::parser::Parser::parse_sql(&dialect, sql)
+            .unwrap()
+            .remove(0)
     };
     assert_eq!(statement_kind(&parse("insert into t values (1)")), "INSERT");
-    assert_eq!(statement_kind(&parse("create temporary view v as select 1")), "CREATE TEMPORARY VIEW");
+    assert_eq!(
+        statement_kind(&parse("create temporary view v as select 1")),
+        "CREATE TEMPORARY VIEW"
+    );
     assert_eq!(statement_kind(&parse("drop schema s")), "DROP SCHEMA");
 }

@@ -15,7 +15,9 @@ use crate::system::NoTargets;
 async fn serve() -> (SocketAddr, AbortOnDropHandle<()>) {
     let head = Arc::new(Head::new(HeadConfig::default()));
     let mut app = head.appender();
-    let r = app.series("up", &[("job", "node"), ("instance", "a:1")]).unwrap();
+    let r = app
+        .series("up", &[("job", "node"), ("instance", "a:1")])
+        .unwrap();
     app.append(r, 1_000, 1.0);
     app.commit().unwrap();
     let engine = QueryEngine::new(head, Arc::new(NoTargets), &QueryConfig::default()).unwrap();
@@ -40,8 +42,9 @@ fn url(addr: SocketAddr) -> String {
 #[tokio::test]
 async fn statements_stream_results_with_wire_types() {
     let (addr, _server) = serve().await;
-    let (schema, batches) =
-        query_with_failover(&[url(addr)], None, "SELECT job, value FROM up").await.unwrap();
+    let (schema, batches) = query_with_failover(&[url(addr)], None, "SELECT job, value FROM up")
+        .await
+        .unwrap();
     assert_eq!(schema.field(0).data_type(), &DataType::Utf8);
     let b = &batches[0];
     assert_eq!(b.column(0).as_string::<i32>().value(0), "node");
@@ -51,10 +54,17 @@ async fn statements_stream_results_with_wire_types() {
 #[tokio::test]
 async fn errors_carry_grpc_codes() {
     let (addr, _server) = serve().await;
-    let err = query_with_failover(&[url(addr)], None, "DROP TABLE up").await.unwrap_err();
+    let err = query_with_failover(&[url(addr)], None, "DROP TABLE up")
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Some(tonic::Code::PermissionDenied), "{err}");
-    assert!(err.to_string().contains("DROP TABLE is not allowed"), "{err}");
-    let err = query_with_failover(&[url(addr)], None, "SELECT FROM WHERE").await.unwrap_err();
+    assert!(
+        err.to_string().contains("DROP TABLE is not allowed"),
+        "{err}"
+    );
+    let err = query_with_failover(&[url(addr)], None, "SELECT FROM WHERE")
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Some(tonic::Code::InvalidArgument), "{err}");
 }
 
@@ -65,16 +75,26 @@ async fn failover_skips_dead_endpoints_but_not_query_errors() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap()
     };
-    let (_, batches) =
-        query_with_failover(&[url(dead), url(addr)], None, "SELECT 1 AS one").await.unwrap();
+    let (_, batches) = query_with_failover(&[url(dead), url(addr)], None, "SELECT 1 AS one")
+        .await
+        .unwrap();
     assert_eq!(batches[0].num_rows(), 1);
-    let err = query_with_failover(&[url(dead)], None, "SELECT 1").await.unwrap_err();
+    let err = query_with_failover(&[url(dead)], None, "SELECT 1")
+        .await
+        .unwrap_err();
     assert!(matches!(err, ClientError::Connect { .. }), "{err}");
     // A query error from the first endpoint is final: the second is not asked.
-    let err = query_with_failover(&[url(addr), url(dead)], None, "SELECT nope").await.unwrap_err();
+    let err = query_with_failover(&[url(addr), url(dead)], None, "SELECT nope")
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Some(tonic::Code::InvalidArgument));
-    let err = FlightSqlClient::connect("http://x:1", None).await.unwrap_err();
-    assert!(err.to_string().contains("expected grpc://host:port"), "{err}");
+    let err = FlightSqlClient::connect("http://x:1", None)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("expected grpc://host:port"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -86,19 +106,46 @@ async fn prepared_statements_and_sql_info_work_with_the_reference_client() {
         .await
         .unwrap();
     let mut client = FlightSqlServiceClient::new(channel);
-    let mut prepared = client.prepare("SELECT instance, value FROM up".into(), None).await.unwrap();
-    assert_eq!(prepared.dataset_schema().unwrap().field(0).name(), "instance");
+    let mut prepared = client
+        .prepare("SELECT instance, value FROM up".into(), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        prepared.dataset_schema().unwrap().field(0).name(),
+        "instance"
+    );
     let info = prepared.execute().await.unwrap();
     let ticket = info.endpoint[0].ticket.clone().unwrap();
-    let batches: Vec<RecordBatch> = client.do_get(ticket).await.unwrap().try_collect().await.unwrap();
+    let batches: Vec<RecordBatch> = client
+        .do_get(ticket)
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
     assert_eq!(batches[0].column(0).as_string::<i32>().value(0), "a:1");
     prepared.close().await.unwrap();
 
-    let info = client.get_sql_info(vec![SqlInfo::FlightSqlServerName, SqlInfo::FlightSqlServerReadOnly]).await.unwrap();
+    let info = client
+        .get_sql_info(vec![
+            SqlInfo::FlightSqlServerName,
+            SqlInfo::FlightSqlServerReadOnly,
+        ])
+        .await
+        .unwrap();
     let ticket = info.endpoint[0].ticket.clone().unwrap();
-    let batches: Vec<RecordBatch> = client.do_get(ticket).await.unwrap().try_collect().await.unwrap();
+    let batches: Vec<RecordBatch> = client
+        .do_get(ticket)
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
     assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 2);
 
-    let err = client.prepare("INSERT INTO up VALUES (1)".into(), None).await.unwrap_err();
+    let err = client
+        .prepare("INSERT INTO up VALUES (1)".into(), None)
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("INSERT is not allowed"), "{err}");
 }

@@ -25,7 +25,9 @@ pub trait Appender {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AppendError {
     /// `storage.max_series` is reached; existing series still accept samples.
-    #[error("series limit reached: the head holds {limit} series (storage.max_series), new series are rejected")]
+    #[error(
+        "series limit reached: the head holds {limit} series (storage.max_series), new series are rejected"
+    )]
     SeriesLimit {
         /// The configured cap.
         limit: u64,

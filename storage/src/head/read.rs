@@ -264,7 +264,10 @@ impl MetricSnapshot {
         time: TimeRange,
         mask: Option<&[bool]>,
     ) -> Result<Option<RecordBatch>, ArrowError> {
-        if chunk.is_empty() || time.is_empty() || chunk.max_ts < time.start || chunk.min_ts > time.end
+        if chunk.is_empty()
+            || time.is_empty()
+            || chunk.max_ts < time.start
+            || chunk.min_ts > time.end
         {
             return Ok(None);
         }

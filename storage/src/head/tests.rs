@@ -33,8 +33,14 @@ fn rows(batches: &[RecordBatch]) -> Vec<(String, i64, f64)> {
     let mut out = Vec::new();
     for b in batches {
         let schema = b.schema();
-        let ts = b.column_by_name("timestamp").unwrap().as_primitive::<TimestampMillisecondType>();
-        let vs = b.column_by_name("value").unwrap().as_primitive::<Float64Type>();
+        let ts = b
+            .column_by_name("timestamp")
+            .unwrap()
+            .as_primitive::<TimestampMillisecondType>();
+        let vs = b
+            .column_by_name("value")
+            .unwrap()
+            .as_primitive::<Float64Type>();
         let labels: Vec<(String, arrow::array::ArrayRef)> = schema
             .fields()
             .iter()
@@ -58,7 +64,12 @@ fn rows(batches: &[RecordBatch]) -> Vec<(String, i64, f64)> {
 #[test]
 fn appended_samples_are_read_back_with_labels() {
     let h = head();
-    append(&h, "m", &[("job", "a"), ("instance", "x")], &[(1, 1.0), (2, 2.0)]);
+    append(
+        &h,
+        "m",
+        &[("job", "a"), ("instance", "x")],
+        &[(1, 1.0), (2, 2.0)],
+    );
     append(&h, "m", &[("instance", "y"), ("job", "a")], &[(1, 10.0)]);
     let snap = h.metric("m").unwrap().snapshot();
     let schema = snap.schema();
@@ -82,7 +93,9 @@ fn label_order_does_not_create_a_new_series() {
     let mut app = h.appender();
     let a = app.series("m", &[("a", "1"), ("b", "2")]).unwrap();
     let b = app.series("m", &[("b", "2"), ("a", "1")]).unwrap();
-    let c = app.series("m", &[("b", "2"), ("a", "1"), ("c", "")]).unwrap();
+    let c = app
+        .series("m", &[("b", "2"), ("a", "1"), ("c", "")])
+        .unwrap();
     assert_eq!(a, b);
     assert_eq!(a, c);
     assert_ne!(a, app.series("m", &[("a", "1")]).unwrap());
@@ -110,8 +123,16 @@ fn labels_named_like_fixed_columns_are_renamed() {
     let h = head();
     append(&h, "m", &[("value", "v"), ("timestamp", "t")], &[(1, 1.0)]);
     let snap = h.metric("m").unwrap().snapshot();
-    let names: Vec<String> = snap.schema().fields().iter().map(|f| f.name().clone()).collect();
-    assert_eq!(names, ["label_timestamp", "label_value", "timestamp", "value"]);
+    let names: Vec<String> = snap
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    assert_eq!(
+        names,
+        ["label_timestamp", "label_value", "timestamp", "value"]
+    );
     assert_eq!(
         rows(&read_all(&snap)),
         vec![("label_timestamp=t,label_value=v".into(), 1, 1.0)]
@@ -128,10 +149,19 @@ fn out_of_order_and_duplicate_samples_are_dropped_and_counted() {
     app.append(r, 5, 3.0);
     app.append(r, 11, 4.0);
     let stats = app.commit().unwrap();
-    assert_eq!(stats, AppendStats { appended: 2, out_of_order: 2 });
+    assert_eq!(
+        stats,
+        AppendStats {
+            appended: 2,
+            out_of_order: 2
+        }
+    );
     assert_eq!(h.metrics().samples_out_of_order.get(), 2);
     let snap = h.metric("m").unwrap().snapshot();
-    assert_eq!(rows(&read_all(&snap)), vec![(String::new(), 10, 1.0), (String::new(), 11, 4.0)]);
+    assert_eq!(
+        rows(&read_all(&snap)),
+        vec![(String::new(), 10, 1.0), (String::new(), 11, 4.0)]
+    );
 }
 
 #[test]
@@ -181,25 +211,52 @@ fn time_range_and_label_matchers_prune_rows() {
             .collect();
         rows(&batches)
     };
-    let eq = |c: &str, v: &str| LabelMatcher { column: c.into(), op: MatchOp::Eq(v.into()) };
+    let eq = |c: &str, v: &str| LabelMatcher {
+        column: c.into(),
+        op: MatchOp::Eq(v.into()),
+    };
     let idle = read(TimeRange::default(), &[eq("mode", "idle")]);
     assert_eq!(idle.len(), 12);
     assert!(idle.iter().all(|r| r.0.contains("mode=idle")));
-    let window = read(TimeRange { start: 20, end: 30 }, &[eq("mode", "idle"), eq("cpu", "1")]);
-    assert_eq!(window, vec![("cpu=1,mode=idle".into(), 20, 2.0), ("cpu=1,mode=idle".into(), 30, 3.0)]);
+    let window = read(
+        TimeRange { start: 20, end: 30 },
+        &[eq("mode", "idle"), eq("cpu", "1")],
+    );
+    assert_eq!(
+        window,
+        vec![
+            ("cpu=1,mode=idle".into(), 20, 2.0),
+            ("cpu=1,mode=idle".into(), 30, 3.0)
+        ]
+    );
     // A series without the label never matches, as NULL never does in SQL.
     let not_idle = read(
         TimeRange::default(),
-        &[LabelMatcher { column: "mode".into(), op: MatchOp::NotEq("idle".into()) }],
+        &[LabelMatcher {
+            column: "mode".into(),
+            op: MatchOp::NotEq("idle".into()),
+        }],
     );
     assert_eq!(not_idle.len(), 6);
     let in_list = read(
         TimeRange::default(),
-        &[LabelMatcher { column: "cpu".into(), op: MatchOp::In(vec!["1".into(), "2".into()]) }],
+        &[LabelMatcher {
+            column: "cpu".into(),
+            op: MatchOp::In(vec!["1".into(), "2".into()]),
+        }],
     );
     assert_eq!(in_list.len(), 7);
     assert!(read(TimeRange::default(), &[eq("nope", "x")]).is_empty());
-    assert!(read(TimeRange { start: 100, end: 200 }, &[]).is_empty());
+    assert!(
+        read(
+            TimeRange {
+                start: 100,
+                end: 200
+            },
+            &[]
+        )
+        .is_empty()
+    );
 }
 
 #[test]
@@ -208,17 +265,26 @@ fn projection_reads_only_requested_columns() {
     append(&h, "m", &[("a", "1"), ("b", "2")], &[(1, 1.0)]);
     let snap = h.metric("m").unwrap().snapshot();
     let projected = Arc::new(snap.schema().project(&[1, 3]).unwrap());
-    let batch = snap.read(&snap.chunks()[0], &projected, TimeRange::default(), None).unwrap().unwrap();
+    let batch = snap
+        .read(&snap.chunks()[0], &projected, TimeRange::default(), None)
+        .unwrap()
+        .unwrap();
     assert_eq!(batch.num_columns(), 2);
     assert_eq!(batch.schema().field(0).name(), "b");
     let empty = Arc::new(snap.schema().project(&[]).unwrap());
-    let batch = snap.read(&snap.chunks()[0], &empty, TimeRange::default(), None).unwrap().unwrap();
+    let batch = snap
+        .read(&snap.chunks()[0], &empty, TimeRange::default(), None)
+        .unwrap()
+        .unwrap();
     assert_eq!(batch.num_rows(), 1);
 }
 
 #[test]
 fn series_limit_rejects_new_series_only() {
-    let h = Head::new(HeadConfig { chunk_rows: 16, max_series: 2 });
+    let h = Head::new(HeadConfig {
+        chunk_rows: 16,
+        max_series: 2,
+    });
     let mut app = h.appender();
     let a = app.series("m", &[("i", "1")]).unwrap();
     app.series("n", &[]).unwrap();
@@ -234,13 +300,22 @@ fn series_limit_rejects_new_series_only() {
 #[test]
 fn duplicate_label_names_are_refused() {
     let h = head();
-    let err = h.appender().series("m", &[("a", "1"), ("a", "2")]).unwrap_err();
-    assert!(err.to_string().contains("label \"a\" appears twice"), "{err}");
+    let err = h
+        .appender()
+        .series("m", &[("a", "1"), ("a", "2")])
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("label \"a\" appears twice"),
+        "{err}"
+    );
 }
 
 #[test]
 fn concurrent_appends_and_reads_agree() {
-    let h = Arc::new(Head::new(HeadConfig { chunk_rows: 64, max_series: 0 }));
+    let h = Arc::new(Head::new(HeadConfig {
+        chunk_rows: 64,
+        max_series: 0,
+    }));
     let writers: Vec<_> = (0..4)
         .map(|w| {
             let h = Arc::clone(&h);
@@ -257,14 +332,19 @@ fn concurrent_appends_and_reads_agree() {
         .collect();
     let mut last = 0;
     while !writers.iter().all(|w| w.is_finished()) {
-        let rows = h.metric("m").map_or(0, |m| rows(&read_all(&m.snapshot())).len());
+        let rows = h
+            .metric("m")
+            .map_or(0, |m| rows(&read_all(&m.snapshot())).len());
         assert!(rows >= last, "snapshots never go backwards");
         last = rows;
     }
     for w in writers {
         w.join().unwrap();
     }
-    assert_eq!(rows(&read_all(&h.metric("m").unwrap().snapshot())).len(), 2000);
+    assert_eq!(
+        rows(&read_all(&h.metric("m").unwrap().snapshot())).len(),
+        2000
+    );
     assert_eq!(h.series_count(), 4);
 }
 
