@@ -83,7 +83,10 @@ fn scrape_append(c: &mut Criterion) {
         b.iter(|| {
             i += 1;
             let head = Head::new(HeadConfig::default());
-            let target = Labels::from_pairs([("job", "node".to_string()), ("instance", format!("h{i}:9100"))]);
+            let target = Labels::from_pairs([
+                ("job", "node".to_string()),
+                ("instance", format!("h{i}:9100")),
+            ]);
             let mut cache = ScrapeCache::default();
             let mut app = head.appender();
             let opts = AppendOptions {

@@ -133,21 +133,21 @@ fn kind(e: &DataFusionError) -> Kind {
 /// Counters for `/metrics`.
 #[derive(Debug, Clone, Default)]
 pub struct QueryMetrics {
-    /// Queries received (statements planned or refused).
-    pub queries: Counter,
-    /// Queries that failed or were refused.
-    pub query_errors: Counter,
+    /// Queries started (a Flight SQL `DoGet`; planning for a schema alone does not count).
+    pub executed: Counter,
+    /// Statements refused or failed, at planning or while streaming.
+    pub errors: Counter,
 }
 
 impl QueryMetrics {
     /// Registers the counters under `arrowhead_query_*`.
     pub fn register(&self, registry: &mut Registry) {
         let r = registry.sub_registry_with_prefix("arrowhead_query");
-        r.register("requests", "SQL statements received", self.queries.clone());
+        r.register("executions", "Queries executed", self.executed.clone());
         r.register(
             "errors",
-            "SQL statements refused or failed",
-            self.query_errors.clone(),
+            "SQL statements refused, or failed while planning or running",
+            self.errors.clone(),
         );
     }
 }
@@ -174,6 +174,7 @@ impl std::fmt::Debug for QueryEngine {
 pub struct PlannedQuery {
     frame: DataFrame,
     schema: SchemaRef,
+    metrics: QueryMetrics,
 }
 
 impl PlannedQuery {
@@ -184,11 +185,22 @@ impl PlannedQuery {
 
     /// Runs the query; batches arrive already converted to wire types.
     pub async fn execute(self) -> Result<SendableRecordBatchStream, QueryError> {
-        let stream = self.frame.execute_stream().await?;
+        self.metrics.executed.inc();
+        let errors = self.metrics.errors.clone();
+        let stream = match self.frame.execute_stream().await {
+            Ok(s) => s,
+            Err(e) => {
+                errors.inc();
+                return Err(e.into());
+            }
+        };
         let schema = Arc::clone(&self.schema);
         let converted = stream.map(move |batch| -> datafusion::common::Result<RecordBatch> {
-            let batch = batch?;
-            Ok(to_wire(&batch, &schema)?)
+            let converted = batch.and_then(|b| Ok(to_wire(&b, &schema)?));
+            if converted.is_err() {
+                errors.inc();
+            }
+            converted
         });
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             Arc::clone(&self.schema),
@@ -235,10 +247,9 @@ impl QueryEngine {
 
     /// Parses, checks and plans `sql` without running it.
     pub async fn plan(&self, sql: &str) -> Result<PlannedQuery, QueryError> {
-        self.metrics.queries.inc();
         let result = self.plan_inner(sql).await;
         if result.is_err() {
-            self.metrics.query_errors.inc();
+            self.metrics.errors.inc();
         }
         result
     }
@@ -257,7 +268,11 @@ impl QueryEngine {
             .map_err(|e| QueryError::PermissionDenied(format!("{e}; clients are read-only")))?;
         let frame = self.ctx.execute_logical_plan(plan).await?;
         let schema = wire_schema(&frame.schema().as_arrow().clone().into());
-        Ok(PlannedQuery { frame, schema })
+        Ok(PlannedQuery {
+            frame,
+            schema,
+            metrics: self.metrics.clone(),
+        })
     }
 
     /// Plans and runs `sql`: a convenience for callers that need no schema first.

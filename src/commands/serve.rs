@@ -11,6 +11,8 @@
 //! then stop the Flight SQL and HTTP servers (in-flight requests get a short grace period),
 //! then release the data directory lock. When durable storage arrives, flushing the head and
 //! the WAL goes between the first two steps.
+//!
+//! Background loops owned here: retention over the head (once a minute).
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -126,6 +128,13 @@ async fn serve(mut config: Config, origin: String) -> anyhow::Result<ExitCode> {
             .await
     }));
 
+    let retention = config.storage.retention.get();
+    let _retention_task = (!retention.is_zero()).then(|| {
+        let head = Arc::clone(&head);
+        #[allow(clippy::disallowed_methods)] // owned by an AbortOnDropHandle
+        AbortOnDropHandle::new(tokio::spawn(retention_loop(head, retention)))
+    });
+
     scrapes.run(jobs);
     ready.store(true, Ordering::Release);
     info!(
@@ -157,6 +166,24 @@ async fn serve(mut config: Config, origin: String) -> anyhow::Result<ExitCode> {
     drop(data_dir);
     info!("shutdown complete");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Until blocks exist the head is the only store, so `storage.retention` bounds it: once a
+/// minute, chunks entirely older than the retention are dropped.
+async fn retention_loop(head: Arc<Head>, retention: Duration) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(60));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let cut = ingest::scrape::unix_ms().saturating_sub(retention.as_millis() as i64);
+        let dropped = head.truncate(cut);
+        if dropped > 0 {
+            info!(
+                samples = dropped,
+                "retention removed old samples from the head"
+            );
+        }
+    }
 }
 
 async fn bind(address: &str, key: &str) -> anyhow::Result<TcpListener> {

@@ -101,6 +101,8 @@ pub struct HeadMetrics {
     pub series_rejected: Counter,
     /// Series created.
     pub series_created: Counter,
+    /// Samples removed by [`Head::truncate`] (retention).
+    pub samples_truncated: Counter,
     /// Series in the head now.
     pub series: Gauge,
     /// Metrics (tables) in the head now.
@@ -130,6 +132,11 @@ impl HeadMetrics {
             "series_created",
             "Series created in the head",
             self.series_created.clone(),
+        );
+        r.register(
+            "samples_truncated",
+            "Samples removed from the head by retention",
+            self.samples_truncated.clone(),
         );
         r.register("series", "Series in the head", self.series.clone());
         r.register(
@@ -209,6 +216,26 @@ impl Head {
     /// Total series in the head.
     pub fn series_count(&self) -> u64 {
         self.series_total.load(Ordering::Relaxed)
+    }
+
+    /// Drops every sealed chunk whose newest sample is older than `min_timestamp` (ms) and
+    /// returns the number of samples dropped. Chunks are dropped whole, so rows slightly older
+    /// than the cut may stay until their chunk goes; the open chunk is never dropped.
+    /// Snapshots taken earlier keep their chunks alive until they are dropped.
+    pub fn truncate(&self, min_timestamp: i64) -> u64 {
+        let mut dropped = 0u64;
+        for metric in self.all_metrics() {
+            let mut state = metric.state.lock();
+            state.sealed.retain(|chunk| {
+                let keep = chunk.max_ts >= min_timestamp;
+                if !keep {
+                    dropped += chunk.len() as u64;
+                }
+                keep
+            });
+        }
+        self.stats.samples_truncated.inc_by(dropped);
+        dropped
     }
 
     fn metric_by_id(&self, id: u32) -> Option<Arc<MetricHead>> {

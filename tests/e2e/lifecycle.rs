@@ -74,7 +74,8 @@ async fn health_readiness_and_metrics_endpoints_answer() {
         "arrowhead_head_samples_appended_total",
         "arrowhead_head_series",
         "arrowhead_scrape_attempts_total",
-        "arrowhead_query_requests_total",
+        "arrowhead_query_executions_total",
+        "arrowhead_query_errors_total",
     ] {
         assert!(body.contains(name), "{name} missing from /metrics:\n{body}");
     }

@@ -235,7 +235,7 @@ async fn writes_and_file_access_are_refused_with_the_statement_named() {
     // DDL hidden inside a query is caught at the plan level.
     let err = e.plan("SELECT 1 AS x INTO newtable").await.unwrap_err();
     assert!(matches!(err, QueryError::PermissionDenied(_)), "{err:?}");
-    assert!(e.metrics().query_errors.get() >= cases.len() as u64);
+    assert!(e.metrics().errors.get() >= cases.len() as u64);
 }
 
 #[tokio::test]

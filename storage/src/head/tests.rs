@@ -357,3 +357,22 @@ fn series_summaries_report_first_and_last_timestamps() {
     assert_eq!(s[0].labels, Labels::from_pairs([("a", "1")]));
     assert_eq!((s[0].first_timestamp, s[0].last_timestamp), (5, 9));
 }
+
+#[test]
+fn truncate_drops_whole_sealed_chunks_older_than_the_cut() {
+    let h = head();
+    // chunk_rows = 4: [0..4) [4..8) sealed, [8..10) open.
+    let samples: Vec<(i64, f64)> = (0..10).map(|i| (i * 10, i as f64)).collect();
+    append(&h, "m", &[("a", "1")], &samples);
+    let before = h.metric("m").unwrap().snapshot();
+    assert_eq!(
+        h.truncate(35),
+        4,
+        "only the chunk ending at 30 is older than 35"
+    );
+    assert_eq!(h.metric("m").unwrap().snapshot().rows(), 6);
+    assert_eq!(h.truncate(1_000), 4, "the open chunk stays");
+    assert_eq!(h.metric("m").unwrap().snapshot().rows(), 2);
+    assert_eq!(before.rows(), 10, "an earlier snapshot is unaffected");
+    assert_eq!(h.metrics().samples_truncated.get(), 8);
+}
