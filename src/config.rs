@@ -131,11 +131,17 @@ pub(crate) struct Overrides {
 impl Config {
     /// Reads and validates a file.
     pub(crate) fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError(format!("{}: cannot read: {e}", path.display())))?;
-        let config = Self::parse(&text, &path.display().to_string())?;
+        let config = Self::read(path)?;
         config.validate(&path.display().to_string())?;
         Ok(config)
+    }
+
+    /// Reads a file without the cross-key checks, for callers that apply flags first and then
+    /// call [`Self::validate`].
+    pub(crate) fn read(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("{}: cannot read: {e}", path.display())))?;
+        Self::parse(&text, &path.display().to_string())
     }
 
     /// The embedded default (see [`EMBEDDED_DEFAULT`]).

@@ -1,4 +1,4 @@
-//! The replica's HTTP endpoints: `/metrics`, `/-/healthy`, `/-/ready`.
+//! The replica's HTTP endpoints: `/metrics`, `/-/healthy`, `/-/ready`, `POST /-/reload`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -7,8 +7,14 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
 use prometheus_client::registry::Registry;
+
+/// Re-reads the configuration (`POST /-/reload`, SIGHUP).
+pub(crate) trait Reload: std::fmt::Debug + Send + Sync {
+    /// Applies the file anew; `Ok` says what changed, `Err` why nothing did.
+    fn reload(&self) -> Result<String, String>;
+}
 
 /// What the handlers read.
 #[derive(Debug, Clone)]
@@ -17,6 +23,8 @@ pub(crate) struct HttpState {
     pub(crate) registry: Arc<Registry>,
     /// Set once startup (and, later, WAL replay) is complete.
     pub(crate) ready: Arc<AtomicBool>,
+    /// Config reload, shared with the SIGHUP handler.
+    pub(crate) reload: Arc<dyn Reload>,
 }
 
 /// The router for the HTTP listener.
@@ -25,6 +33,7 @@ pub(crate) fn router(state: HttpState) -> Router {
         .route("/metrics", get(metrics))
         .route("/-/healthy", get(healthy))
         .route("/-/ready", get(ready))
+        .route("/-/reload", post(reload))
         .with_state(state)
 }
 
@@ -51,5 +60,15 @@ async fn ready(State(state): State<HttpState>) -> impl IntoResponse {
         (StatusCode::OK, "Arrowhead is Ready.\n")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "Arrowhead is not ready.\n")
+    }
+}
+
+async fn reload(State(state): State<HttpState>) -> impl IntoResponse {
+    match state.reload.reload() {
+        Ok(summary) => (StatusCode::OK, format!("{summary}\n")),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("failed to reload config: {e}\n"),
+        ),
     }
 }

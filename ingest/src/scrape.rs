@@ -165,51 +165,73 @@ impl ScrapeManager {
         &self.metrics
     }
 
-    /// Starts a loop per target of `jobs`, replacing any loops already running.
+    /// Runs a loop per target of `jobs`. On a second call (a reload) loops whose target and
+    /// job settings are unchanged keep running, with their scrape cache, phase and status;
+    /// loops for removed or changed targets stop at once; new ones start.
     /// Must be called inside a Tokio runtime.
     pub fn run(&self, jobs: Vec<ScrapeJob>) {
+        let mut old: Vec<Option<LoopHandle>> = std::mem::take(&mut *self.loops.lock())
+            .into_iter()
+            .map(Some)
+            .collect();
         let mut loops = Vec::new();
+        let (mut kept, mut started) = (0, 0);
         for job in jobs {
             let job = Arc::new(job);
             for spec in &job.targets {
-                let target = Arc::new(Target {
-                    status: Mutex::new(TargetStatus {
-                        job: spec.labels.get("job").unwrap_or_default().to_string(),
-                        instance: spec.labels.get("instance").unwrap_or_default().to_string(),
-                        url: spec.url.clone(),
-                        labels: spec.labels.clone(),
-                        health: Health::Unknown,
-                        last_scrape: None,
-                        last_duration_seconds: None,
-                        last_error: None,
-                        samples: 0,
-                    }),
-                    spec: spec.clone(),
-                    job: Arc::clone(&job),
+                let same = old.iter_mut().find(|l| {
+                    l.as_ref().is_some_and(|l| {
+                        l.target.spec == *spec && same_settings(&l.target.job, &job)
+                    })
                 });
-                let cancel = self.cancel.child_token();
-                let scrape_loop = ScrapeLoop {
-                    target: Arc::clone(&target),
-                    head: Arc::clone(&self.head),
-                    client: self.client.clone(),
-                    metrics: self.metrics.clone(),
-                    cache: ScrapeCache::default(),
-                };
-                let offset = target.offset(self.seed);
-                #[allow(clippy::disallowed_methods)] // owned by an AbortOnDropHandle
-                let task =
-                    AbortOnDropHandle::new(tokio::spawn(scrape_loop.run(offset, cancel.clone())));
-                loops.push(LoopHandle {
-                    target,
-                    cancel,
-                    task,
-                });
+                if let Some(handle) = same.and_then(Option::take) {
+                    kept += 1;
+                    loops.push(handle);
+                    continue;
+                }
+                started += 1;
+                loops.push(self.start_loop(Arc::clone(&job), spec.clone()));
             }
         }
-        info!(targets = loops.len(), "scrape loops started");
-        let old = std::mem::replace(&mut *self.loops.lock(), loops);
-        for l in old {
+        let stopped = old.iter().flatten().count();
+        for l in old.into_iter().flatten() {
             l.cancel.cancel();
+        }
+        info!(started, kept, stopped, "scrape loops updated");
+        *self.loops.lock() = loops;
+    }
+
+    fn start_loop(&self, job: Arc<ScrapeJob>, spec: TargetSpec) -> LoopHandle {
+        let target = Arc::new(Target {
+            status: Mutex::new(TargetStatus {
+                job: spec.labels.get("job").unwrap_or_default().to_string(),
+                instance: spec.labels.get("instance").unwrap_or_default().to_string(),
+                url: spec.url.clone(),
+                labels: spec.labels.clone(),
+                health: Health::Unknown,
+                last_scrape: None,
+                last_duration_seconds: None,
+                last_error: None,
+                samples: 0,
+            }),
+            spec,
+            job,
+        });
+        let cancel = self.cancel.child_token();
+        let scrape_loop = ScrapeLoop {
+            target: Arc::clone(&target),
+            head: Arc::clone(&self.head),
+            client: self.client.clone(),
+            metrics: self.metrics.clone(),
+            cache: ScrapeCache::default(),
+        };
+        let offset = target.offset(self.seed);
+        #[allow(clippy::disallowed_methods)] // owned by an AbortOnDropHandle
+        let task = AbortOnDropHandle::new(tokio::spawn(scrape_loop.run(offset, cancel.clone())));
+        LoopHandle {
+            target,
+            cancel,
+            task,
         }
     }
 
@@ -230,6 +252,15 @@ impl ScrapeManager {
             let _ = l.task.await;
         }
     }
+}
+
+/// True when two jobs scrape a target the same way (their target lists aside).
+fn same_settings(a: &ScrapeJob, b: &ScrapeJob) -> bool {
+    a.name == b.name
+        && a.interval == b.interval
+        && a.timeout == b.timeout
+        && a.honor_labels == b.honor_labels
+        && a.honor_timestamps == b.honor_timestamps
 }
 
 impl Target {
@@ -301,6 +332,9 @@ impl ScrapeLoop {
             }
         };
         self.metrics.samples_scraped.inc_by(stats.scraped);
+        // The report goes in first: should the target expose a series named like one of these
+        // (say `up` without a timestamp), the target's sample is the one dropped as a
+        // duplicate, never the replica's own verdict.
         let report = [
             ("up", up),
             ("scrape_duration_seconds", duration),
@@ -312,14 +346,17 @@ impl ScrapeLoop {
             ("scrape_series_added", stats.series_added as f64),
         ];
         let pairs: Vec<(&str, &str)> = labels.iter().collect();
+        let mut report_app = self.head.appender();
         for (name, value) in report {
-            match app.series(name, &pairs) {
-                Ok(r) => app.append(r, start_ms, value),
+            match report_app.series(name, &pairs) {
+                Ok(r) => report_app.append(r, start_ms, value),
                 Err(e) => debug!(error = %e, "cannot record {name}"),
             }
         }
-        if let Err(e) = app.commit() {
-            debug!(error = %e, "commit failed");
+        for commit in [report_app.commit(), app.commit()] {
+            if let Err(e) = commit {
+                debug!(error = %e, "commit failed");
+            }
         }
         let mut status = self.target.status.lock();
         status.last_scrape = Some(start_ms);

@@ -228,8 +228,11 @@ pub async fn query_with_failover(
     sql: &str,
 ) -> Result<(SchemaRef, Vec<RecordBatch>), ClientError> {
     let stream = stream_with_failover(endpoints, token, sql).await?;
-    let batches = stream.batches.try_collect().await?;
-    Ok((stream.schema, batches))
+    let batches: Vec<RecordBatch> = stream.batches.try_collect().await?;
+    // The server plans again to run the query; should the table have widened in between, the
+    // rows' own schema is the true one.
+    let schema = batches.first().map_or(stream.schema, |b| b.schema());
+    Ok((schema, batches))
 }
 
 /// Opens a streaming query on the first endpoint that answers.

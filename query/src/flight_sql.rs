@@ -82,13 +82,7 @@ impl FlightSqlServer {
         descriptor: FlightDescriptor,
     ) -> Result<Response<FlightInfo>, Status> {
         let planned = self.engine.plan(sql).await.map_err(status)?;
-        let info = FlightInfo::new()
-            .try_with_schema(&planned.schema())
-            .map_err(|e| Status::internal(format!("cannot encode schema: {e}")))?
-            .with_endpoint(FlightEndpoint::new().with_ticket(Ticket::new(ticket)))
-            .with_descriptor(descriptor)
-            .with_ordered(true);
-        Ok(Response::new(info))
+        flight_info(&planned.schema(), ticket, descriptor)
     }
 
     async fn run(&self, sql: &str) -> Result<Response<DoGetStream>, Status> {
@@ -116,6 +110,21 @@ pub fn status(e: QueryError) -> Status {
         QueryError::ResourceExhausted(m) => Status::resource_exhausted(m),
         QueryError::Internal(m) => Status::internal(m),
     }
+}
+
+/// A FlightInfo with one endpoint whose ticket is `ticket`.
+fn flight_info(
+    schema: &arrow::datatypes::Schema,
+    ticket: Vec<u8>,
+    descriptor: FlightDescriptor,
+) -> Result<Response<FlightInfo>, Status> {
+    let info = FlightInfo::new()
+        .try_with_schema(schema)
+        .map_err(|e| Status::internal(format!("cannot encode schema: {e}")))?
+        .with_endpoint(FlightEndpoint::new().with_ticket(Ticket::new(ticket)))
+        .with_descriptor(descriptor)
+        .with_ordered(true);
+    Ok(Response::new(info))
 }
 
 fn handle_to_sql(handle: &[u8]) -> Result<&str, Status> {
@@ -232,14 +241,12 @@ impl FlightSqlService for FlightSqlServer {
         query: CommandGetSqlInfo,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let info = FlightInfo::new()
-            .try_with_schema(query.clone().into_builder(&self.sql_info).schema().as_ref())
-            .map_err(|e| Status::internal(format!("cannot encode schema: {e}")))?
-            .with_endpoint(
-                FlightEndpoint::new().with_ticket(Ticket::new(query.as_any().encode_to_vec())),
-            )
-            .with_descriptor(request.into_inner());
-        Ok(Response::new(info))
+        let schema = query.clone().into_builder(&self.sql_info).schema();
+        flight_info(
+            &schema,
+            query.as_any().encode_to_vec(),
+            request.into_inner(),
+        )
     }
 
     async fn do_get_sql_info(

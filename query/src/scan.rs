@@ -18,7 +18,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::tree_node::TreeNodeRecursion;
@@ -214,13 +214,27 @@ impl Pushdown {
     }
 }
 
-/// The column an expression reads, looking through casts.
+/// The column an expression reads, looking only through casts that keep every value of our
+/// column types distinct and in order (a finer timestamp unit; a string type for a label), so
+/// that a bound on the cast value is the same bound on the column. A lossy cast (to a date, to
+/// whole seconds, to a number) hides the column: such a filter is left to DataFusion.
 fn column_name(expr: &Expr) -> Option<&str> {
     match expr {
         Expr::Column(c) => Some(c.name.as_str()),
-        Expr::Cast(c) => column_name(&c.expr),
-        Expr::TryCast(c) => column_name(&c.expr),
+        Expr::Cast(c) if lossless(c.field.data_type()) => column_name(&c.expr),
+        Expr::TryCast(c) if lossless(c.field.data_type()) => column_name(&c.expr),
         _ => None,
+    }
+}
+
+fn lossless(to: &DataType) -> bool {
+    match to {
+        DataType::Timestamp(unit, _) => !matches!(unit, TimeUnit::Second),
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => true,
+        DataType::Dictionary(_, value) => {
+            lossless(value) && !matches!(**value, DataType::Timestamp(..))
+        }
+        _ => false,
     }
 }
 
@@ -246,29 +260,26 @@ fn scalar_string(v: &ScalarValue) -> Option<String> {
     }
 }
 
-/// A timestamp literal as (floor, ceil) whole milliseconds.
+/// A timestamp literal as (floor, ceil) whole milliseconds; `None` when it does not fit.
 fn timestamp_bounds(expr: &Expr) -> Option<(i64, i64)> {
     let v = match expr {
         Expr::Literal(v, _) => v,
         Expr::Cast(c) => return timestamp_bounds(&c.expr),
         _ => return None,
     };
+    let exact = |ms: Option<i64>| ms.map(|ms| (ms, ms));
     let (value, per_ms) = match v {
-        ScalarValue::TimestampSecond(Some(s), _) => return Some((s * 1000, s * 1000)),
-        ScalarValue::TimestampMillisecond(Some(ms), _) => return Some((*ms, *ms)),
+        ScalarValue::TimestampSecond(Some(s), _) => return exact(s.checked_mul(1000)),
+        ScalarValue::TimestampMillisecond(Some(ms), _) => return exact(Some(*ms)),
         ScalarValue::TimestampMicrosecond(Some(us), _) => (*us, 1_000),
         ScalarValue::TimestampNanosecond(Some(ns), _) => (*ns, 1_000_000),
-        ScalarValue::Date32(Some(days)) => {
-            let ms = i64::from(*days) * 86_400_000;
-            return Some((ms, ms));
-        }
-        ScalarValue::Date64(Some(ms)) => return Some((*ms, *ms)),
+        ScalarValue::Date32(Some(days)) => return exact(i64::from(*days).checked_mul(86_400_000)),
+        ScalarValue::Date64(Some(ms)) => return exact(Some(*ms)),
         _ => return None,
     };
-    Some((
-        value.div_euclid(per_ms),
-        (value + per_ms - 1).div_euclid(per_ms),
-    ))
+    let floor = value.div_euclid(per_ms);
+    let ceil = floor + i64::from(value.rem_euclid(per_ms) != 0);
+    Some((floor, ceil))
 }
 
 /// Reads a [`MetricSnapshot`], its chunks spread over partitions.
@@ -524,6 +535,51 @@ mod tests {
             ]
         );
         assert!(p.time.is_unbounded());
+    }
+
+    #[test]
+    fn lossy_casts_of_the_column_are_not_looked_through() {
+        use datafusion::logical_expr::{cast, try_cast};
+        let date = lit(ScalarValue::Date32(Some(19_844)));
+        let secs = lit(ScalarValue::TimestampSecond(Some(5), None));
+        let p = Pushdown::from_filters(
+            &[
+                cast(col("timestamp"), DataType::Date32).eq(date.clone()),
+                try_cast(col("timestamp"), DataType::Date32).lt_eq(date),
+                cast(
+                    col("timestamp"),
+                    DataType::Timestamp(TimeUnit::Second, None),
+                )
+                .lt_eq(secs),
+                cast(col("job"), DataType::Int64).eq(lit(1i64)),
+            ],
+            &schema(),
+        );
+        assert!(p.is_empty(), "{p:?}");
+        // Lossless casts are fine.
+        let ns = lit(ScalarValue::TimestampNanosecond(Some(7_000_000), None));
+        let p = Pushdown::from_filters(
+            &[
+                cast(
+                    col("timestamp"),
+                    DataType::Timestamp(TimeUnit::Nanosecond, None),
+                )
+                .gt(ns),
+                cast(col("job"), DataType::Utf8).eq(lit("x")),
+            ],
+            &schema(),
+        );
+        assert_eq!(p.time.start, 7);
+        assert_eq!(p.matchers.len(), 1);
+    }
+
+    #[test]
+    fn literals_that_overflow_milliseconds_are_not_taken() {
+        let huge = lit(ScalarValue::TimestampSecond(Some(i64::MAX / 10), None));
+        assert!(Pushdown::from_filters(&[col("timestamp").lt_eq(huge)], &schema()).is_empty());
+        let neg = lit(ScalarValue::TimestampNanosecond(Some(-1_500_000), None));
+        let p = Pushdown::from_filters(&[col("timestamp").gt(neg)], &schema());
+        assert_eq!(p.time.start, -2, "floor of -1.5 ms");
     }
 
     #[test]

@@ -7,6 +7,11 @@
 //! registry ◄── head, scrape and query counters ─► HTTP /metrics (server.http_listen)
 //! ```
 //!
+//! Reload on SIGHUP or `POST /-/reload`: the file is read and validated again; scrape
+//! configuration changes apply at once (unchanged targets keep scraping undisturbed); changes
+//! to `storage`, `server` or `query` are reported as needing a restart. A file that does not
+//! load leaves the running configuration in place and says why.
+//!
 //! Shutdown on SIGINT/SIGTERM, in order: stop the scrape loops (no scrape is half-appended),
 //! then stop the Flight SQL and HTTP servers (in-flight requests get a short grace period),
 //! then release the data directory lock. When durable storage arrives, flushing the head and
@@ -15,13 +20,16 @@
 //! Background loops owned here: retention over the head (once a minute).
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
 use ingest::scrape::ScrapeManager;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use query::QueryEngine;
 use query::flight_sql::FlightSqlServer;
@@ -34,7 +42,7 @@ use tracing::{info, warn};
 
 use crate::ServeArgs;
 use crate::config::{Config, Overrides};
-use crate::http::{self, HttpState};
+use crate::http::{self, HttpState, Reload};
 
 /// How long servers get to finish in-flight requests at shutdown.
 const GRACE: Duration = Duration::from_secs(3);
@@ -42,21 +50,22 @@ const GRACE: Duration = Duration::from_secs(3);
 pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     init_logging();
     let (mut config, origin) = match &args.config {
-        Some(path) => (Config::load(path)?, path.display().to_string()),
+        Some(path) => (Config::read(path)?, path.display().to_string()),
         None => (Config::embedded(), "<embedded default>".to_string()),
     };
-    config.apply(&Overrides {
+    let overrides = Overrides {
         data_dir: args.data_dir,
         http_listen: args.http_listen,
         flight_listen: args.flight_listen,
-    });
+    };
+    config.apply(&overrides);
     config.validate(&origin)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("arrowhead")
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(serve(config, origin))
+    runtime.block_on(serve(config, args.config, overrides))
 }
 
 fn init_logging() {
@@ -69,7 +78,16 @@ fn init_logging() {
         .try_init();
 }
 
-async fn serve(mut config: Config, origin: String) -> anyhow::Result<ExitCode> {
+async fn serve(
+    mut config: Config,
+    config_path: Option<PathBuf>,
+    overrides: Overrides,
+) -> anyhow::Result<ExitCode> {
+    let origin = config_path
+        .as_ref()
+        .map_or("<embedded default>".to_string(), |p| {
+            p.display().to_string()
+        });
     let data_dir = DataDir::open(&config.storage.path)?;
     let head = Arc::new(Head::new(HeadConfig {
         max_series: config.storage.max_series,
@@ -101,12 +119,21 @@ async fn serve(mut config: Config, origin: String) -> anyhow::Result<ExitCode> {
     head.metrics().register(&mut registry);
     scrapes.metrics().register(&mut registry);
     engine.metrics().register(&mut registry);
+    let reloader = Arc::new(Reloader {
+        path: config_path,
+        overrides,
+        scrapes: Arc::clone(&scrapes),
+        current: Mutex::new(config.clone()),
+        metrics: ReloadMetrics::default(),
+    });
+    reloader.metrics.register(&mut registry);
     let ready = Arc::new(AtomicBool::new(false));
     let stop_servers = CancellationToken::new();
 
     let http_state = HttpState {
         registry: Arc::new(registry),
         ready: Arc::clone(&ready),
+        reload: Arc::clone(&reloader) as Arc<dyn Reload>,
     };
     let http_stop = stop_servers.clone();
     #[allow(clippy::disallowed_methods)] // owned by an AbortOnDropHandle
@@ -145,7 +172,7 @@ async fn serve(mut config: Config, origin: String) -> anyhow::Result<ExitCode> {
         "arrowhead replica ready"
     );
 
-    let signal = shutdown_signal().await;
+    let signal = wait_for_signals(reloader.as_ref()).await;
     info!(signal, "shutting down: stopping scrapes");
     ready.store(false, Ordering::Release);
     scrapes.stop().await;
@@ -175,7 +202,8 @@ async fn retention_loop(head: Arc<Head>, retention: Duration) {
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        let cut = ingest::scrape::unix_ms().saturating_sub(retention.as_millis() as i64);
+        let retention_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+        let cut = ingest::scrape::unix_ms().saturating_sub(retention_ms);
         let dropped = head.truncate(cut);
         if dropped > 0 {
             info!(
@@ -201,18 +229,131 @@ fn self_address(addr: SocketAddr) -> String {
     }
 }
 
-async fn shutdown_signal() -> &'static str {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            warn!(error = %e, "cannot listen for SIGTERM; only SIGINT stops the replica");
-            let _ = tokio::signal::ctrl_c().await;
-            return "SIGINT";
-        }
+/// Waits for SIGTERM or SIGINT, reloading the configuration on every SIGHUP meanwhile.
+async fn wait_for_signals(reloader: &Reloader) -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        warn!("cannot install signal handlers; only SIGINT stops the replica");
+        let _ = tokio::signal::ctrl_c().await;
+        return "SIGINT";
     };
-    tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = tokio::signal::ctrl_c() => "SIGINT",
+    loop {
+        tokio::select! {
+            _ = term.recv() => return "SIGTERM",
+            _ = int.recv() => return "SIGINT",
+            _ = hup.recv() => {
+                // Reload logs its own outcome.
+                let _ = reloader.reload();
+            }
+        }
+    }
+}
+
+/// Counters for reloads, as Prometheus exports them.
+#[derive(Debug, Default)]
+struct ReloadMetrics {
+    reloads: Counter,
+    failures: Counter,
+    last_successful: Gauge,
+}
+
+impl ReloadMetrics {
+    fn register(&self, registry: &mut Registry) {
+        let r = registry.sub_registry_with_prefix("arrowhead_config");
+        r.register(
+            "reloads",
+            "Configuration reloads attempted",
+            self.reloads.clone(),
+        );
+        r.register(
+            "reload_failures",
+            "Configuration reloads that failed and kept the running configuration",
+            self.failures.clone(),
+        );
+        r.register(
+            "last_reload_successful",
+            "1 when the last configuration reload succeeded (or none was tried yet)",
+            self.last_successful.clone(),
+        );
+        self.last_successful.set(1);
+    }
+}
+
+/// Re-reads the configuration file: see the module docs for what applies at once.
+#[derive(Debug)]
+struct Reloader {
+    /// The `--config` file; `None` when running the embedded default, which cannot change.
+    path: Option<PathBuf>,
+    /// Flags keep overriding the file after a reload.
+    overrides: Overrides,
+    scrapes: Arc<ScrapeManager>,
+    /// The configuration in force. Held across a reload so two reloads do not interleave.
+    current: Mutex<Config>,
+    metrics: ReloadMetrics,
+}
+
+impl Reload for Reloader {
+    fn reload(&self) -> Result<String, String> {
+        self.metrics.reloads.inc();
+        let result = self.try_reload();
+        match &result {
+            Ok(summary) => {
+                self.metrics.last_successful.set(1);
+                info!("{summary}");
+            }
+            Err(e) => {
+                self.metrics.failures.inc();
+                self.metrics.last_successful.set(0);
+                warn!(error = %e, "configuration reload failed; the running configuration stays");
+            }
+        }
+        result
+    }
+}
+
+impl Reloader {
+    fn try_reload(&self) -> Result<String, String> {
+        let Some(path) = &self.path else {
+            return Err("the replica runs the embedded default configuration; \
+                        start it with --config FILE to reload"
+                .into());
+        };
+        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        let mut config = Config::read(path).map_err(|e| e.to_string())?;
+        config.apply(&self.overrides);
+        config
+            .validate(&path.display().to_string())
+            .map_err(|e| e.to_string())?;
+        let jobs = config.scrape_jobs()?;
+        let targets: usize = jobs.iter().map(|j| j.targets.len()).sum();
+        let job_count = jobs.len();
+        self.scrapes.run(jobs);
+        let mut restart = Vec::new();
+        if config.storage != current.storage {
+            restart.push("storage");
+        }
+        if config.server != current.server {
+            restart.push("server");
+        }
+        if config.query != current.query {
+            restart.push("query");
+        }
+        *current = config;
+        let mut summary = format!(
+            "configuration reloaded from {}: {job_count} scrape jobs, {targets} targets",
+            path.display()
+        );
+        if !restart.is_empty() {
+            summary.push_str(&format!(
+                "; changes to {} take effect after a restart",
+                restart.join(", ")
+            ));
+        }
+        Ok(summary)
     }
 }
 

@@ -35,18 +35,7 @@ async fn sigterm_and_sigint_exit_0_quickly_and_release_ports() {
 #[tokio::test]
 async fn a_second_replica_on_the_same_data_dir_refuses_to_start() {
     let replica = Replica::start(None).await;
-    let out = Command::new(arrowhead_bin())
-        .arg("serve")
-        .arg("--data-dir")
-        .arg(replica.data_dir())
-        .arg("--http-listen")
-        .arg(format!("127.0.0.1:{}", free_port()))
-        .arg("--flight-listen")
-        .arg(format!("127.0.0.1:{}", free_port()))
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = serve_fails(&replica.data_dir(), free_port(), &[]);
     assert!(
         err.contains("is in use by another Arrowhead process"),
         "{err}"
@@ -87,15 +76,8 @@ fn a_bad_config_stops_startup_with_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.yml");
     std::fs::write(&path, "global:\n  scrape_interval: often\n").unwrap();
-    let out = Command::new(arrowhead_bin())
-        .args(["serve", "--config"])
-        .arg(&path)
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let config = path.to_str().unwrap();
+    let err = serve_fails(&dir.path().join("data"), free_port(), &["--config", config]);
     assert!(
         err.contains("bad.yml:2:20: global.scrape_interval: invalid duration \"often\""),
         "{err}"
@@ -107,22 +89,111 @@ async fn a_busy_port_is_reported_with_its_config_key() {
     let busy = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = busy.local_addr().unwrap().port();
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(arrowhead_bin())
-        .arg("serve")
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .arg("--http-listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--flight-listen")
-        .arg(format!("127.0.0.1:{}", free_port()))
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = serve_fails(&dir.path().join("data"), port, &[]);
     assert!(
         err.contains(&format!(
             "cannot listen on 127.0.0.1:{port} (server.http_listen)"
         )),
         "{err}"
     );
+}
+
+/// Runs `serve` expecting it to fail at startup; returns its stderr.
+fn serve_fails(data_dir: &std::path::Path, http_port: u16, extra: &[&str]) -> String {
+    let out = Command::new(arrowhead_bin())
+        .arg("serve")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .arg("--http-listen")
+        .arg(format!("127.0.0.1:{http_port}"))
+        .arg("--flight-listen")
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "serve should have failed");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[tokio::test]
+async fn reload_applies_scrape_changes_and_keeps_the_old_config_on_error() {
+    let config = |job: &str| {
+        format!(
+            "global: {{scrape_interval: 1s}}\n\
+             scrape_configs:\n  - job_name: {job}\n    static_configs: [{{targets: ['127.0.0.1:{}']}}]\n",
+            free_port()
+        )
+    };
+    let replica = crate::support::Replica::start(Some(&config("first"))).await;
+    let path = replica.dir.path().join("arrowhead.yml");
+    let jobs = || async {
+        let (_, b) = replica
+            .query("SELECT job FROM system.targets ORDER BY job")
+            .await;
+        b.iter()
+            .flat_map(|b| {
+                use arrow::array::AsArray;
+                let c = b.column(0).as_string::<i32>();
+                (0..b.num_rows())
+                    .map(|i| c.value(i).to_string())
+                    .collect::<Vec<_>>()
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(jobs().await, ["first"]);
+    let client = reqwest::Client::new();
+    let reload = || async {
+        let r = client
+            .post(format!("http://{}/-/reload", replica.http))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    };
+
+    std::fs::write(&path, config("second")).unwrap();
+    let (status, body) = reload().await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("1 scrape jobs, 1 targets"), "{body}");
+    assert_eq!(jobs().await, ["second"]);
+
+    std::fs::write(&path, "scrape_configs: [{job_name: x, bogus: 1}]\n").unwrap();
+    let (status, body) = reload().await;
+    assert_eq!(status, 500);
+    assert!(body.contains("unknown field `bogus`"), "{body}");
+    assert_eq!(
+        jobs().await,
+        ["second"],
+        "a bad file leaves the running config"
+    );
+
+    std::fs::write(&path, config("third")).unwrap();
+    let kill = Command::new("kill")
+        .arg("-HUP")
+        .arg(replica_pid(&replica))
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    crate::support::eventually("SIGHUP reload", Duration::from_secs(10), || async {
+        (jobs().await == ["third"]).then_some(())
+    })
+    .await;
+    let metrics = reqwest::get(format!("http://{}/metrics", replica.http))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("arrowhead_config_reload_failures_total 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("arrowhead_config_last_reload_successful 1"),
+        "{metrics}"
+    );
+}
+
+fn replica_pid(replica: &crate::support::Replica) -> String {
+    replica.pid().to_string()
 }

@@ -106,6 +106,11 @@ impl Replica {
         replica
     }
 
+    /// The process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
     /// The Flight SQL endpoint URL.
     pub(crate) fn url(&self) -> String {
         format!("grpc://{}", self.flight)

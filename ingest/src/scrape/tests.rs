@@ -31,6 +31,7 @@ async fn serve() -> (SocketAddr, AbortOnDropHandle<()>) {
             }),
         )
         .route("/broken", get(|| async { "ok 1\nbroken{ 2\n" }))
+        .route("/fake_up", get(|| async { "up 0\nother 1\n" }))
         .route(
             "/error",
             get(|| async { (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "boom") }),
@@ -119,6 +120,7 @@ async fn targets_are_scraped_and_failures_reported() {
         ("broken", "/broken", addr),
         ("error", "/error", addr),
         ("slow", "/slow", addr),
+        ("fake_up", "/fake_up", addr),
     ];
     manager.run(
         jobs.iter()
@@ -140,7 +142,7 @@ async fn targets_are_scraped_and_failures_reported() {
     assert!(manager.targets().is_empty());
 
     for (name, _, _) in jobs {
-        let expected = if name == "ok" || name == "gz" {
+        let expected = if ["ok", "gz", "fake_up"].contains(&name) {
             1.0
         } else {
             0.0
@@ -241,4 +243,74 @@ fn offsets_spread_targets_and_depend_on_the_seed() {
         })
         .collect();
     assert!(offsets.len() > 40, "offsets spread over the interval");
+}
+
+#[tokio::test]
+async fn reload_keeps_unchanged_loops_and_stops_removed_ones() {
+    let (addr, _server) = serve().await;
+    let head = Arc::new(Head::new(HeadConfig::default()));
+    let manager = ScrapeManager::new(Arc::clone(&head), &Labels::default()).unwrap();
+    let jobs = |names: &[&str]| -> Vec<ScrapeJob> {
+        names
+            .iter()
+            .map(|n| {
+                job(&format!(
+                    "job_name: {n}\nscrape_interval: 200ms\nstatic_configs: [{{targets: ['{addr}']}}]"
+                ))
+            })
+            .collect()
+    };
+    manager.run(jobs(&["keep", "drop"]));
+    wait_for_scrapes(&manager, 1).await;
+    let before: std::collections::HashMap<String, TargetStatus> = manager
+        .targets()
+        .into_iter()
+        .map(|t| (t.job.clone(), t))
+        .collect();
+    assert_eq!(before["keep"].health, Health::Up);
+
+    manager.run(jobs(&["keep", "new"]));
+    let after: Vec<TargetStatus> = manager.targets();
+    assert_eq!(
+        after.iter().map(|t| t.job.as_str()).collect::<Vec<_>>(),
+        ["keep", "new"]
+    );
+    assert_eq!(
+        after[0].health,
+        Health::Up,
+        "the kept loop keeps its status"
+    );
+    assert_eq!(
+        after[1].health,
+        Health::Unknown,
+        "the new loop has not scraped yet"
+    );
+
+    let count = |job: &str| {
+        let snap = head.metric("up").unwrap().snapshot();
+        let mask = snap.series_mask(&[storage::LabelMatcher {
+            column: "job".into(),
+            op: storage::MatchOp::Eq(job.into()),
+        }]);
+        let schema = snap.schema();
+        snap.chunks()
+            .iter()
+            .filter_map(|c| {
+                snap.read(c, &schema, Default::default(), mask.as_deref())
+                    .unwrap()
+            })
+            .map(|b| b.num_rows())
+            .sum::<usize>()
+    };
+    let dropped = count("drop");
+    let kept = count("keep");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(
+        count("drop"),
+        dropped,
+        "the removed target is no longer scraped"
+    );
+    assert!(count("keep") > kept, "the kept target is still scraped");
+    assert!(count("new") > 0, "the new target is scraped");
+    manager.stop().await;
 }

@@ -97,6 +97,21 @@ async fn failover_skips_dead_endpoints_but_not_query_errors() {
     );
 }
 
+/// Reads the first endpoint of a FlightInfo.
+async fn fetch(
+    client: &mut FlightSqlServiceClient<tonic::transport::Channel>,
+    info: arrow_flight::FlightInfo,
+) -> Vec<RecordBatch> {
+    let ticket = info.endpoint[0].ticket.clone().unwrap();
+    client
+        .do_get(ticket)
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn prepared_statements_and_sql_info_work_with_the_reference_client() {
     let (addr, _server) = serve().await;
@@ -115,14 +130,7 @@ async fn prepared_statements_and_sql_info_work_with_the_reference_client() {
         "instance"
     );
     let info = prepared.execute().await.unwrap();
-    let ticket = info.endpoint[0].ticket.clone().unwrap();
-    let batches: Vec<RecordBatch> = client
-        .do_get(ticket)
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap();
+    let batches = fetch(&mut client, info).await;
     assert_eq!(batches[0].column(0).as_string::<i32>().value(0), "a:1");
     prepared.close().await.unwrap();
 
@@ -133,14 +141,7 @@ async fn prepared_statements_and_sql_info_work_with_the_reference_client() {
         ])
         .await
         .unwrap();
-    let ticket = info.endpoint[0].ticket.clone().unwrap();
-    let batches: Vec<RecordBatch> = client
-        .do_get(ticket)
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap();
+    let batches = fetch(&mut client, info).await;
     assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 2);
 
     let err = client

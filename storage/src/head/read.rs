@@ -34,11 +34,18 @@ pub fn label_type() -> DataType {
 }
 
 /// The column a label is exposed as: its own name, except that labels named like the two
-/// fixed columns get a `label_` prefix (DESIGN.md §3).
+/// fixed columns get a `label_` prefix (DESIGN.md §3). To keep the mapping one-to-one, a label
+/// that already reads `label_…timestamp` / `label_…value` gets one more prefix, so `value` and
+/// `label_value` on the same metric become `label_value` and `label_label_value`.
 pub fn label_column_name(label: &str) -> String {
-    match label {
-        TIMESTAMP_COLUMN | VALUE_COLUMN => format!("label_{label}"),
-        other => other.to_string(),
+    let mut base = label;
+    while let Some(rest) = base.strip_prefix("label_") {
+        base = rest;
+    }
+    if base == TIMESTAMP_COLUMN || base == VALUE_COLUMN {
+        format!("label_{label}")
+    } else {
+        label.to_string()
     }
 }
 

@@ -140,6 +140,48 @@ fn labels_named_like_fixed_columns_are_renamed() {
 }
 
 #[test]
+fn label_column_names_never_collide() {
+    let h = head();
+    append(
+        &h,
+        "m",
+        &[
+            ("value", "a"),
+            ("label_value", "b"),
+            ("label_label_value", "c"),
+        ],
+        &[(1, 1.0)],
+    );
+    let snap = h.metric("m").unwrap().snapshot();
+    let names: Vec<String> = snap
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "label_label_label_value",
+            "label_label_value",
+            "label_value",
+            "timestamp",
+            "value"
+        ]
+    );
+    assert_eq!(
+        rows(&read_all(&snap)),
+        vec![(
+            "label_label_label_value=c,label_label_value=b,label_value=a".into(),
+            1,
+            1.0
+        )]
+    );
+    assert_eq!(label_column_name("labels"), "labels");
+    assert_eq!(label_column_name("label_x"), "label_x");
+}
+
+#[test]
 fn out_of_order_and_duplicate_samples_are_dropped_and_counted() {
     let h = head();
     let mut app = h.appender();
