@@ -56,6 +56,9 @@ pub(crate) struct Config {
     /// Query limits.
     #[serde(default)]
     pub(crate) query: QueryConfig,
+    /// The config file's directory: relative paths in the file (target files) start here.
+    #[serde(skip)]
+    pub(crate) base_dir: PathBuf,
 }
 
 /// `global:`.
@@ -141,7 +144,12 @@ impl Config {
     pub(crate) fn read(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError(format!("{}: cannot read: {e}", path.display())))?;
-        Self::parse(&text, &path.display().to_string())
+        let mut config = Self::parse(&text, &path.display().to_string())?;
+        config.base_dir = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        Ok(config)
     }
 
     /// The embedded default (see [`EMBEDDED_DEFAULT`]).
@@ -258,7 +266,7 @@ impl Config {
                 ));
             }
             jobs.push(
-                sc.resolve(&defaults)
+                sc.resolve(&defaults, &self.base_dir)
                     .map_err(|e| format!("scrape_configs[{i}]: {e}"))?,
             );
         }

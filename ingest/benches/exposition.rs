@@ -70,6 +70,7 @@ fn scrape_append(c: &mut Criterion) {
                 target_labels: &target,
                 honor_labels: false,
                 honor_timestamps: true,
+                metric_relabel: &[],
                 default_timestamp: t,
             };
             let stats = append_body(black_box(NODE), &mut cache, &mut app, &opts).unwrap();
@@ -93,6 +94,7 @@ fn scrape_append(c: &mut Criterion) {
                 target_labels: &target,
                 honor_labels: false,
                 honor_timestamps: true,
+                metric_relabel: &[],
                 default_timestamp: 0,
             };
             let stats = append_body(black_box(NODE), &mut cache, &mut app, &opts).unwrap();

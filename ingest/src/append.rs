@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use storage::{AppendError, Appender, Labels, SeriesRef};
 
 use crate::exposition::{Entry, ParseError, TextParser};
+use crate::relabel::{LabelSet, Rule, relabel};
 
 /// Per-target memory of series spans already resolved to head series.
 #[derive(Debug, Default)]
@@ -24,7 +25,9 @@ pub struct ScrapeCache {
 
 #[derive(Debug, Clone, Copy)]
 struct CacheEntry {
-    series: SeriesRef,
+    /// `None` when `metric_relabel_configs` drop the series: remembered, so a dropped series
+    /// costs one lookup per scrape, like a kept one.
+    series: Option<SeriesRef>,
     last_seen: u64,
 }
 
@@ -49,6 +52,8 @@ pub struct AppendOptions<'a> {
     pub honor_labels: bool,
     /// Use exposition timestamps when present.
     pub honor_timestamps: bool,
+    /// `metric_relabel_configs`, applied to new series.
+    pub metric_relabel: &'a [Rule],
     /// The scrape's start time (ms): the timestamp of samples that carry none.
     pub default_timestamp: i64,
 }
@@ -58,6 +63,8 @@ pub struct AppendOptions<'a> {
 pub struct BodyStats {
     /// Sample lines in the body.
     pub scraped: u64,
+    /// Samples left after `metric_relabel_configs`.
+    pub post_relabel: u64,
     /// Series not in the cache before this scrape.
     pub series_added: u64,
     /// Samples dropped because `storage.max_series` refused their new series.
@@ -103,36 +110,68 @@ pub fn append_body(
             }
             None => {
                 merge_labels(&mut scratch, sample.labels(), opts);
-                let pairs: Vec<(&str, &str)> = scratch
-                    .iter()
-                    .map(|(n, v)| (n.as_ref(), v.as_ref()))
-                    .collect();
-                match app.series(sample.name, &pairs) {
-                    Ok(series) => {
-                        stats.series_added += 1;
-                        cache.entries.insert(
-                            sample.series.into(),
-                            CacheEntry {
-                                series,
-                                last_seen: iteration,
-                            },
-                        );
-                        series
-                    }
+                let resolved = if opts.metric_relabel.is_empty() {
+                    let pairs: Vec<(&str, &str)> = scratch
+                        .iter()
+                        .map(|(n, v)| (n.as_ref(), v.as_ref()))
+                        .collect();
+                    app.series(sample.name, &pairs).map(Some)
+                } else {
+                    relabel_series(sample.name, &scratch, opts.metric_relabel, app)
+                };
+                let series = match resolved {
+                    Ok(series) => series,
                     Err(AppendError::SeriesLimit { .. }) => {
                         stats.series_rejected += 1;
                         continue;
                     }
                     Err(e) => return Err(BodyError::Append(e)),
-                }
+                };
+                stats.series_added += u64::from(series.is_some());
+                cache.entries.insert(
+                    sample.series.into(),
+                    CacheEntry {
+                        series,
+                        last_seen: iteration,
+                    },
+                );
+                series
             }
         };
-        app.append(series, timestamp, sample.value);
+        if let Some(series) = series {
+            stats.post_relabel += 1;
+            app.append(series, timestamp, sample.value);
+        }
     }
     if cache.entries.len() as u64 > stats.scraped {
         cache.entries.retain(|_, e| e.last_seen + 1 >= iteration);
     }
     Ok(stats)
+}
+
+/// Runs `metric_relabel_configs` on a new series (its name as `__name__`); `None` when dropped.
+fn relabel_series(
+    name: &str,
+    labels: &[(Cow<'_, str>, Cow<'_, str>)],
+    rules: &[Rule],
+    app: &mut dyn Appender,
+) -> Result<Option<SeriesRef>, AppendError> {
+    let mut set = LabelSet::from_pairs(
+        labels
+            .iter()
+            .map(|(n, v)| (n.as_ref(), v.as_ref()))
+            .chain([("__name__", name)]),
+    );
+    if !relabel(&mut set, rules) {
+        return Ok(None);
+    }
+    let name = set.get("__name__").to_string();
+    if name.is_empty() {
+        // Relabelling removed the name: nothing to store it under (Prometheus drops it too).
+        return Ok(None);
+    }
+    let pairs: Vec<(&str, &str)> = set.iter().filter(|(n, _)| *n != "__name__").collect();
+    app.series(&name, &pairs).map(Some)
 }
 
 /// Combines scraped labels with target labels into `out`, as Prometheus does: with
@@ -174,6 +213,7 @@ mod tests {
             target_labels: labels,
             honor_labels: false,
             honor_timestamps: true,
+            metric_relabel: &[],
             default_timestamp: 1000,
         }
     }
@@ -203,6 +243,7 @@ mod tests {
             stats,
             BodyStats {
                 scraped: 2,
+                post_relabel: 2,
                 series_added: 2,
                 series_rejected: 0
             }
@@ -289,6 +330,43 @@ mod tests {
         app.rollback();
         app.commit().unwrap();
         assert_eq!(head.metric("a").unwrap().snapshot().rows(), 0);
+    }
+
+    #[test]
+    fn metric_relabelling_drops_and_rewrites_new_series_once() {
+        let head = Head::new(HeadConfig::default());
+        let target = Labels::from_pairs([("job", "j"), ("instance", "i")]);
+        let configs: Vec<crate::relabel::RelabelConfig> = serde_norway::from_str(
+            "[{source_labels: [__name__], regex: 'go_.*', action: drop},\n\
+              {source_labels: [__name__], regex: 'old_(.*)', target_label: __name__, replacement: 'new_$1'},\n\
+              {regex: secret, action: labeldrop}]",
+        )
+        .unwrap();
+        let rules: Vec<Rule> = configs.into_iter().map(|c| Rule::new(c).unwrap()).collect();
+        let mut cache = ScrapeCache::default();
+        let mut app = head.appender();
+        let body = b"go_goroutines 5\nold_total{secret=\"x\",a=\"1\"} 2\nkeep 3\n";
+        for t in [1, 2] {
+            let o = AppendOptions {
+                metric_relabel: &rules,
+                default_timestamp: t,
+                ..opts(&target)
+            };
+            let stats = append_body(body, &mut cache, &mut app, &o).unwrap();
+            app.commit().unwrap();
+            assert_eq!(stats.scraped, 3);
+            assert_eq!(stats.post_relabel, 2);
+            assert_eq!(stats.series_added, if t == 1 { 2 } else { 0 });
+        }
+        assert_eq!(head.metric_names(), vec!["keep", "new_total"]);
+        assert_eq!(
+            series_of(&head, "new_total"),
+            vec![(
+                Labels::from_pairs([("a", "1"), ("instance", "i"), ("job", "j")]),
+                2
+            )]
+        );
+        assert_eq!(cache.len(), 3, "the dropped series is cached as dropped");
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! Arrowhead ingest.
 pub mod append;
 pub mod config;
+pub mod discovery;
 pub mod exposition;
+pub mod relabel;
 pub mod scrape;

@@ -2,7 +2,8 @@
 //! appending the result to the head.
 //!
 //! ```text
-//! ScrapeManager::run(jobs) ─► per target: ScrapeLoop (own task, own ScrapeCache)
+//! ScrapeManager::run(jobs) ─► targets: static + file_sd (watched), relabelled
+//!                          ─► per target: ScrapeLoop (own task, own ScrapeCache)
 //!     every interval, at a fixed offset:  GET url ──► append_body ──► commit
 //!                                         │ failure: rollback, up = 0, error kept
 //!                                         └─► synthetic series: up, scrape_duration_seconds, ...
@@ -17,6 +18,7 @@
 //! Shutdown: cancelling the manager's token stops every loop at its next await point; a
 //! scrape in flight is dropped before its commit, so no partial scrape is ever visible.
 
+use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -27,10 +29,11 @@ use prometheus_client::registry::Registry;
 use storage::{Appender, Head, Labels};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::append::{AppendOptions, ScrapeCache, append_body};
 use crate::config::{ScrapeJob, TargetSpec};
+use crate::discovery::FileTargets;
 
 /// The `Accept` header sent with every scrape: Prometheus text format 0.0.4.
 pub const ACCEPT_HEADER: &str = "text/plain;version=0.0.4;q=1,*/*;q=0.1";
@@ -117,10 +120,21 @@ pub struct ScrapeManager {
     /// Offsets target phases; see the module docs.
     seed: u64,
     metrics: ScrapeMetrics,
-    /// The running loops. Replaced whole by [`Self::run`]; dropping a handle aborts its loop.
+    /// The jobs in force and what their target files say now. Locked while targets are
+    /// recomputed, so a reload and a file change never interleave.
+    jobs: Mutex<Vec<JobState>>,
+    /// The running loops, in configuration order. Dropping a handle aborts its loop.
     loops: Mutex<Vec<LoopHandle>>,
+    /// One watcher task per job with `file_sd_configs`; replaced on every [`Self::run`].
+    watchers: Mutex<Vec<AbortOnDropHandle<()>>>,
     /// Cancelled by [`Self::stop`]; each loop watches a child of it.
     cancel: CancellationToken,
+}
+
+#[derive(Debug)]
+struct JobState {
+    job: Arc<ScrapeJob>,
+    files: FileTargets,
 }
 
 #[derive(Debug)]
@@ -155,7 +169,9 @@ impl ScrapeManager {
             client,
             seed: h.finish(),
             metrics: ScrapeMetrics::default(),
+            jobs: Mutex::new(Vec::new()),
             loops: Mutex::new(Vec::new()),
+            watchers: Mutex::new(Vec::new()),
             cancel: CancellationToken::new(),
         })
     }
@@ -165,40 +181,107 @@ impl ScrapeManager {
         &self.metrics
     }
 
-    /// Runs a loop per target of `jobs`. On a second call (a reload) loops whose target and
-    /// job settings are unchanged keep running, with their scrape cache, phase and status;
-    /// loops for removed or changed targets stop at once; new ones start.
-    /// Must be called inside a Tokio runtime.
-    pub fn run(&self, jobs: Vec<ScrapeJob>) {
-        let mut old: Vec<Option<LoopHandle>> = std::mem::take(&mut *self.loops.lock())
-            .into_iter()
-            .map(Some)
-            .collect();
-        let mut loops = Vec::new();
-        let (mut kept, mut started) = (0, 0);
-        for job in jobs {
-            let job = Arc::new(job);
-            for spec in &job.targets {
-                let same = old.iter_mut().find(|l| {
-                    l.as_ref().is_some_and(|l| {
-                        l.target.spec == *spec && same_settings(&l.target.job, &job)
-                    })
-                });
-                if let Some(handle) = same.and_then(Option::take) {
-                    kept += 1;
-                    loops.push(handle);
-                    continue;
+    /// Runs a loop per target of `jobs` (static targets, and file targets as their files say
+    /// now and later). On a second call (a reload) loops whose target and job settings are
+    /// unchanged keep running, with their scrape cache, phase and status; loops for removed or
+    /// changed targets stop at once; new ones start. Must be called inside a Tokio runtime.
+    pub fn run(self: &Arc<Self>, jobs: Vec<ScrapeJob>) {
+        let mut watchers = Vec::new();
+        {
+            let mut states = self.jobs.lock();
+            *states = jobs
+                .into_iter()
+                .enumerate()
+                .map(|(index, job)| {
+                    let mut files = FileTargets::new(job.file_patterns.clone());
+                    if !job.file_patterns.is_empty() {
+                        files.refresh();
+                        #[allow(clippy::disallowed_methods)] // owned by an AbortOnDropHandle
+                        watchers.push(AbortOnDropHandle::new(tokio::spawn(watch_files(
+                            Arc::downgrade(self),
+                            index,
+                            job.file_patterns.clone(),
+                            job.file_refresh,
+                        ))));
+                    }
+                    JobState {
+                        job: Arc::new(job),
+                        files,
+                    }
+                })
+                .collect();
+            self.reconcile(&states);
+        }
+        // Dropping the old watchers stops them.
+        *self.watchers.lock() = watchers;
+    }
+
+    /// Re-reads job `index`'s target files; recomputes targets when they changed.
+    fn refresh_files(&self, index: usize, patterns: &[std::path::PathBuf]) {
+        let mut states = self.jobs.lock();
+        let Some(state) = states.get_mut(index) else {
+            return;
+        };
+        // A watcher from before a reload may outlive it by a moment: only act on our job.
+        if state.files.patterns() != patterns {
+            return;
+        }
+        if state.files.refresh() {
+            debug!(job = %state.job.name, "target files changed");
+            self.reconcile(&states);
+        }
+    }
+
+    /// Makes the running loops match the targets of `states`.
+    fn reconcile(&self, states: &[JobState]) {
+        let mut desired: Vec<(Arc<ScrapeJob>, TargetSpec)> = Vec::new();
+        for state in states {
+            let job = &state.job;
+            desired.extend(job.targets.iter().map(|t| (Arc::clone(job), t.clone())));
+            for (address, labels) in state.files.targets() {
+                let labels = labels.iter().map(|(n, v)| (n.as_str(), v.as_str()));
+                match job.target(&address, labels) {
+                    Ok(Some(spec)) => desired.push((Arc::clone(job), spec)),
+                    Ok(None) => {}
+                    Err(e) => {
+                        warn!(job = %job.name, target = %address, error = %e, "target skipped")
+                    }
                 }
-                started += 1;
-                loops.push(self.start_loop(Arc::clone(&job), spec.clone()));
             }
         }
-        let stopped = old.iter().flatten().count();
-        for l in old.into_iter().flatten() {
+        let mut loops = self.loops.lock();
+        let mut old: HashMap<(String, TargetSpec), LoopHandle> = std::mem::take(&mut *loops)
+            .into_iter()
+            .map(|l| ((l.target.job.name.clone(), l.target.spec.clone()), l))
+            .collect();
+        let mut seen = HashSet::new();
+        let (mut kept, mut started, mut stopped) = (0, 0, 0);
+        for (job, spec) in desired {
+            let key = (job.name.clone(), spec);
+            // The same target listed twice (say, statically and in a file) is scraped once.
+            if !seen.insert(key.clone()) {
+                continue;
+            }
+            match old.remove(&key) {
+                Some(handle) if same_settings(&handle.target.job, &job) => {
+                    kept += 1;
+                    loops.push(handle);
+                }
+                changed => {
+                    if let Some(handle) = changed {
+                        handle.cancel.cancel();
+                        stopped += 1;
+                    }
+                    started += 1;
+                    loops.push(self.start_loop(job, key.1));
+                }
+            }
+        }
+        stopped += old.len();
+        for l in old.into_values() {
             l.cancel.cancel();
         }
         info!(started, kept, stopped, "scrape loops updated");
-        *self.loops.lock() = loops;
     }
 
     fn start_loop(&self, job: Arc<ScrapeJob>, spec: TargetSpec) -> LoopHandle {
@@ -246,6 +329,7 @@ impl ScrapeManager {
 
     /// Stops every loop and waits for them to finish (a scrape in flight is abandoned).
     pub async fn stop(&self) {
+        self.watchers.lock().clear();
         self.cancel.cancel();
         let loops = std::mem::take(&mut *self.loops.lock());
         for l in loops {
@@ -254,13 +338,63 @@ impl ScrapeManager {
     }
 }
 
-/// True when two jobs scrape a target the same way (their target lists aside).
+/// Watches target files: re-reads them on a change event (debounced) or every `refresh`.
+/// Holds the manager weakly: the manager owns this task, not the other way round.
+async fn watch_files(
+    manager: std::sync::Weak<ScrapeManager>,
+    index: usize,
+    patterns: Vec<std::path::PathBuf>,
+    refresh: Duration,
+) {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
+    let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if event.is_ok() {
+            let _ = tx.try_send(());
+        }
+    });
+    let _watcher = match watcher {
+        Ok(mut w) => {
+            use notify::Watcher;
+            let dirs: std::collections::BTreeSet<&std::path::Path> =
+                patterns.iter().filter_map(|p| p.parent()).collect();
+            for dir in dirs {
+                if let Err(e) = w.watch(dir, notify::RecursiveMode::NonRecursive) {
+                    warn!(dir = %dir.display(), error = %e, "cannot watch target directory; polling every refresh_interval");
+                }
+            }
+            Some(w)
+        }
+        Err(e) => {
+            warn!(error = %e, "cannot watch target files; polling every refresh_interval");
+            None
+        }
+    };
+    let mut ticker = tokio::time::interval(refresh);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await;
+    loop {
+        tokio::select! {
+            Some(()) = rx.recv() => {
+                // Editors write in several steps: let them finish.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                while rx.try_recv().is_ok() {}
+            }
+            _ = ticker.tick() => {}
+        }
+        let Some(manager) = manager.upgrade() else {
+            return;
+        };
+        manager.refresh_files(index, &patterns);
+    }
+}
+
+/// True when two jobs treat a scraped body the same way (the target itself, with its URL,
+/// labels, interval and timeout, is compared separately).
 fn same_settings(a: &ScrapeJob, b: &ScrapeJob) -> bool {
     a.name == b.name
-        && a.interval == b.interval
-        && a.timeout == b.timeout
         && a.honor_labels == b.honor_labels
         && a.honor_timestamps == b.honor_timestamps
+        && a.metric_relabel == b.metric_relabel
 }
 
 impl Target {
@@ -269,7 +403,7 @@ impl Target {
         let mut h = std::hash::DefaultHasher::new();
         self.spec.url.hash(&mut h);
         self.spec.labels.hash(&mut h);
-        let interval_ms = self.job.interval.as_millis().max(1) as u64;
+        let interval_ms = self.spec.interval.as_millis().max(1) as u64;
         Duration::from_millis((h.finish() ^ seed) % interval_ms)
     }
 }
@@ -285,7 +419,7 @@ struct ScrapeLoop {
 
 impl ScrapeLoop {
     async fn run(mut self, offset: Duration, cancel: CancellationToken) {
-        let interval = self.target.job.interval;
+        let interval = self.target.spec.interval;
         let interval_ms = interval.as_millis().max(1) as u64;
         let now_ms = unix_ms() as u64;
         let wait = (offset.as_millis() as u64 + interval_ms - now_ms % interval_ms) % interval_ms;
@@ -317,6 +451,7 @@ impl ScrapeLoop {
                 target_labels: labels,
                 honor_labels: job.honor_labels,
                 honor_timestamps: job.honor_timestamps,
+                metric_relabel: &job.metric_relabel,
                 default_timestamp: start_ms,
             };
             append_body(&body, &mut self.cache, &mut app, &opts).map_err(|e| e.to_string())
@@ -373,7 +508,7 @@ impl ScrapeLoop {
     }
 
     async fn fetch(&self) -> Result<bytes::Bytes, String> {
-        let timeout = self.target.job.timeout;
+        let timeout = self.target.spec.timeout;
         let response = self
             .client
             .get(&self.target.spec.url)

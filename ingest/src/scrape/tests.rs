@@ -54,7 +54,8 @@ async fn serve() -> (SocketAddr, AbortOnDropHandle<()>) {
 
 fn job(yaml: &str) -> ScrapeJob {
     let cfg: ScrapeConfig = serde_norway::from_str(yaml).unwrap();
-    cfg.resolve(&ScrapeDefaults::default()).unwrap()
+    cfg.resolve(&ScrapeDefaults::default(), std::path::Path::new("."))
+        .unwrap()
 }
 
 /// Waits (bounded) until every target has been scraped at least `n` times.
@@ -112,7 +113,7 @@ async fn targets_are_scraped_and_failures_reported() {
         l.local_addr().unwrap()
     };
     let head = Arc::new(Head::new(HeadConfig::default()));
-    let manager = ScrapeManager::new(Arc::clone(&head), &Labels::default()).unwrap();
+    let manager = Arc::new(ScrapeManager::new(Arc::clone(&head), &Labels::default()).unwrap());
     let jobs = [
         ("ok", "/metrics", addr),
         ("down", "/metrics", refused),
@@ -222,6 +223,8 @@ fn offsets_spread_targets_and_depend_on_the_seed() {
                 spec: TargetSpec {
                     url: format!("http://h{i}:9100/metrics"),
                     labels: Labels::from_pairs([("instance", format!("h{i}:9100"))]),
+                    interval: j.interval,
+                    timeout: j.timeout,
                 },
                 job: Arc::clone(&j),
                 status: Mutex::new(TargetStatus {
@@ -249,7 +252,7 @@ fn offsets_spread_targets_and_depend_on_the_seed() {
 async fn reload_keeps_unchanged_loops_and_stops_removed_ones() {
     let (addr, _server) = serve().await;
     let head = Arc::new(Head::new(HeadConfig::default()));
-    let manager = ScrapeManager::new(Arc::clone(&head), &Labels::default()).unwrap();
+    let manager = Arc::new(ScrapeManager::new(Arc::clone(&head), &Labels::default()).unwrap());
     let jobs = |names: &[&str]| -> Vec<ScrapeJob> {
         names
             .iter()
@@ -312,5 +315,71 @@ async fn reload_keeps_unchanged_loops_and_stops_removed_ones() {
     );
     assert!(count("keep") > kept, "the kept target is still scraped");
     assert!(count("new") > 0, "the new target is scraped");
+    manager.stop().await;
+}
+
+#[tokio::test]
+async fn file_targets_follow_their_files() {
+    let (addr, _server) = serve().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("targets.json");
+    let write = |targets: &[String]| {
+        let list: Vec<String> = targets.iter().map(|t| format!("\"{t}\"")).collect();
+        let tmp = dir.path().join("targets.json.tmp");
+        std::fs::write(
+            &tmp,
+            format!(
+                r#"[{{"targets": [{}], "labels": {{"env": "test"}}}}]"#,
+                list.join(",")
+            ),
+        )
+        .unwrap();
+        std::fs::rename(&tmp, &file).unwrap();
+    };
+    write(&[addr.to_string()]);
+    let head = Arc::new(Head::new(HeadConfig::default()));
+    let manager = Arc::new(ScrapeManager::new(Arc::clone(&head), &Labels::default()).unwrap());
+    let cfg: ScrapeConfig = serde_norway::from_str(
+        "job_name: files\nscrape_interval: 200ms\nfile_sd_configs: [{files: ['*.json'], refresh_interval: 1h}]\n\
+         relabel_configs: [{source_labels: [__meta_filepath], regex: '.*/(.*)', target_label: file}]",
+    )
+    .unwrap();
+    manager.run(vec![
+        cfg.resolve(&ScrapeDefaults::default(), dir.path()).unwrap(),
+    ]);
+    let targets = manager.targets();
+    assert_eq!(targets.len(), 1, "files are read before run returns");
+    assert_eq!(targets[0].labels.get("env"), Some("test"));
+    assert_eq!(targets[0].labels.get("file"), Some("targets.json"));
+    assert_eq!(
+        targets[0].labels.get("__meta_filepath"),
+        None,
+        "internal labels are removed"
+    );
+    wait_for_scrapes(&manager, 1).await;
+
+    // A second target appears (a change event, not the 1h refresh, picks it up).
+    let refused = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    write(&[addr.to_string(), refused.to_string()]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while manager.targets().len() != 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the file change was not picked up"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The first target's loop was kept: it has scraped already.
+    assert_eq!(manager.targets()[0].health, Health::Up);
+
+    std::fs::remove_file(&file).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !manager.targets().is_empty() {
+        assert!(Instant::now() < deadline, "the removal was not picked up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     manager.stop().await;
 }
