@@ -71,6 +71,8 @@ fn scrape_append(c: &mut Criterion) {
                 honor_labels: false,
                 honor_timestamps: true,
                 metric_relabel: &[],
+                limits: Default::default(),
+                format: Default::default(),
                 default_timestamp: t,
             };
             let stats = append_body(black_box(NODE), &mut cache, &mut app, &opts).unwrap();
@@ -95,6 +97,8 @@ fn scrape_append(c: &mut Criterion) {
                 honor_labels: false,
                 honor_timestamps: true,
                 metric_relabel: &[],
+                limits: Default::default(),
+                format: Default::default(),
                 default_timestamp: 0,
             };
             let stats = append_body(black_box(NODE), &mut cache, &mut app, &opts).unwrap();

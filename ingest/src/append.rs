@@ -10,15 +10,18 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 
-use storage::{AppendError, Appender, Labels, SeriesRef};
+use storage::{AppendError, Appender, Labels, MetricMetadata, SeriesRef};
 
-use crate::exposition::{Entry, ParseError, TextParser};
+use crate::config::ScrapeLimits;
+use crate::exposition::{Entry, Format, ParseError, TextParser};
 use crate::relabel::{LabelSet, Rule, relabel};
 
 /// Per-target memory of series spans already resolved to head series.
 #[derive(Debug, Default)]
 pub struct ScrapeCache {
     entries: HashMap<Box<[u8]>, CacheEntry, ahash::RandomState>,
+    /// The metadata this target declared, so the head is told only about changes.
+    metadata: HashMap<String, MetricMetadata, ahash::RandomState>,
     /// Incremented per scrape; entries remember the last scrape that saw them.
     iteration: u64,
 }
@@ -54,6 +57,10 @@ pub struct AppendOptions<'a> {
     pub honor_timestamps: bool,
     /// `metric_relabel_configs`, applied to new series.
     pub metric_relabel: &'a [Rule],
+    /// Limits that fail the body whole.
+    pub limits: ScrapeLimits,
+    /// The body's exposition format.
+    pub format: Format,
     /// The scrape's start time (ms): the timestamp of samples that carry none.
     pub default_timestamp: i64,
 }
@@ -80,6 +87,9 @@ pub enum BodyError {
     /// A series was refused by the head for a reason other than the series limit.
     #[error("{0}")]
     Append(AppendError),
+    /// A job limit (`sample_limit`, `label_limit`, ...) was exceeded.
+    #[error("{0}")]
+    Limit(String),
 }
 
 /// Parses `body` and appends its samples to `app` (not committed). On error the caller rolls
@@ -94,9 +104,28 @@ pub fn append_body(
     let iteration = cache.iteration;
     let mut stats = BodyStats::default();
     let mut scratch: Vec<(Cow<'_, str>, Cow<'_, str>)> = Vec::new();
-    for entry in TextParser::new(body) {
-        let Entry::Sample(sample) = entry? else {
-            continue;
+    let mut changed_metadata: Vec<&str> = Vec::new();
+    for entry in TextParser::with_format(body, opts.format) {
+        let sample = match entry? {
+            Entry::Sample(sample) => sample,
+            Entry::Help { metric, help } => {
+                note_metadata(cache, &mut changed_metadata, metric, |m| &mut m.help, &help);
+                continue;
+            }
+            Entry::Type { metric, kind } => {
+                note_metadata(
+                    cache,
+                    &mut changed_metadata,
+                    metric,
+                    |m| &mut m.kind,
+                    kind.as_str(),
+                );
+                continue;
+            }
+            Entry::Unit { metric, unit } => {
+                note_metadata(cache, &mut changed_metadata, metric, |m| &mut m.unit, unit);
+                continue;
+            }
         };
         stats.scraped += 1;
         let timestamp = match sample.timestamp {
@@ -115,9 +144,10 @@ pub fn append_body(
                         .iter()
                         .map(|(n, v)| (n.as_ref(), v.as_ref()))
                         .collect();
+                    check_label_limits(sample.name, &pairs, &opts.limits)?;
                     app.series(sample.name, &pairs).map(Some)
                 } else {
-                    relabel_series(sample.name, &scratch, opts.metric_relabel, app)
+                    relabel_series(sample.name, &scratch, opts, app)?
                 };
                 let series = match resolved {
                     Ok(series) => series,
@@ -143,19 +173,54 @@ pub fn append_body(
             app.append(series, timestamp, sample.value);
         }
     }
+    if opts.limits.samples > 0 && stats.post_relabel > opts.limits.samples {
+        return Err(BodyError::Limit(format!(
+            "sample_limit exceeded: {} samples, limit {}",
+            stats.post_relabel, opts.limits.samples
+        )));
+    }
+    changed_metadata.sort_unstable();
+    changed_metadata.dedup();
+    for family in changed_metadata {
+        if let Some(m) = cache.metadata.get(family) {
+            app.update_metadata(family, m.clone());
+        }
+    }
     if cache.entries.len() as u64 > stats.scraped {
         cache.entries.retain(|_, e| e.last_seen + 1 >= iteration);
     }
     Ok(stats)
 }
 
-/// Runs `metric_relabel_configs` on a new series (its name as `__name__`); `None` when dropped.
+/// Updates one field of a family's cached metadata; notes the family when it changed. Costs a
+/// lookup and a comparison when nothing changed (every scrape but the first).
+fn note_metadata<'b>(
+    cache: &mut ScrapeCache,
+    changed: &mut Vec<&'b str>,
+    family: &'b str,
+    field: impl Fn(&mut MetricMetadata) -> &mut String,
+    value: &str,
+) {
+    let entry = match cache.metadata.get_mut(family) {
+        Some(m) => m,
+        None => cache.metadata.entry(family.to_string()).or_default(),
+    };
+    let slot = field(entry);
+    if slot != value {
+        value.clone_into(slot);
+        changed.push(family);
+    }
+}
+
+/// Runs `metric_relabel_configs` on a new series (its name as `__name__`), checks the label
+/// limits on the result and resolves it; `None` when relabelling drops it.
 fn relabel_series(
     name: &str,
     labels: &[(Cow<'_, str>, Cow<'_, str>)],
-    rules: &[Rule],
+    opts: &AppendOptions<'_>,
     app: &mut dyn Appender,
-) -> Result<Option<SeriesRef>, AppendError> {
+) -> Result<Result<Option<SeriesRef>, AppendError>, BodyError> {
+    let rules = opts.metric_relabel;
     let mut set = LabelSet::from_pairs(
         labels
             .iter()
@@ -163,15 +228,51 @@ fn relabel_series(
             .chain([("__name__", name)]),
     );
     if !relabel(&mut set, rules) {
-        return Ok(None);
+        return Ok(Ok(None));
     }
     let name = set.get("__name__").to_string();
     if name.is_empty() {
         // Relabelling removed the name: nothing to store it under (Prometheus drops it too).
-        return Ok(None);
+        return Ok(Ok(None));
     }
     let pairs: Vec<(&str, &str)> = set.iter().filter(|(n, _)| *n != "__name__").collect();
-    app.series(&name, &pairs).map(Some)
+    check_label_limits(&name, &pairs, &opts.limits)?;
+    Ok(app.series(&name, &pairs).map(Some))
+}
+
+/// Prometheus's label limits, checked when a series is first seen (the metric name counts as
+/// a label, `__name__`, as in Prometheus).
+fn check_label_limits(
+    name: &str,
+    labels: &[(&str, &str)],
+    limits: &ScrapeLimits,
+) -> Result<(), BodyError> {
+    let short: String = name.chars().take(50).collect();
+    let count = labels.len() as u64 + 1;
+    if limits.labels > 0 && count > limits.labels {
+        return Err(BodyError::Limit(format!(
+            "label_limit exceeded (metric: {short}, number of labels: {count}, limit: {})",
+            limits.labels
+        )));
+    }
+    for (n, v) in labels.iter().copied().chain([("__name__", name)]) {
+        if limits.label_name_length > 0 && n.len() as u64 > limits.label_name_length {
+            return Err(BodyError::Limit(format!(
+                "label_name_length_limit exceeded (metric: {short}, label name: {n}, length: {}, limit: {})",
+                n.len(),
+                limits.label_name_length
+            )));
+        }
+        if limits.label_value_length > 0 && v.len() as u64 > limits.label_value_length {
+            return Err(BodyError::Limit(format!(
+                "label_value_length_limit exceeded (metric: {short}, label name: {n}, value: {:?}, length: {}, limit: {})",
+                v.chars().take(50).collect::<String>(),
+                v.len(),
+                limits.label_value_length
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Combines scraped labels with target labels into `out`, as Prometheus does: with
@@ -214,6 +315,8 @@ mod tests {
             honor_labels: false,
             honor_timestamps: true,
             metric_relabel: &[],
+            limits: ScrapeLimits::default(),
+            format: Format::Prometheus,
             default_timestamp: 1000,
         }
     }
@@ -367,6 +470,100 @@ mod tests {
             )]
         );
         assert_eq!(cache.len(), 3, "the dropped series is cached as dropped");
+    }
+
+    #[test]
+    fn metadata_reaches_the_head_and_only_changes_are_sent() {
+        let head = Head::new(HeadConfig::default());
+        let target = Labels::default();
+        let mut cache = ScrapeCache::default();
+        let mut app = head.appender();
+        let body = b"# HELP req Requests.\n# TYPE req counter\nreq 1\n# TYPE t gauge\nt 2\n";
+        append_body(body, &mut cache, &mut app, &opts(&target)).unwrap();
+        let req = head.metadata().get("req").unwrap();
+        assert_eq!(
+            (req.kind.as_str(), req.help.as_str()),
+            ("counter", "Requests.")
+        );
+        assert_eq!(head.metadata().get("t").unwrap().kind, "gauge");
+        // Someone else changes the head's view; an unchanged exposition does not resend.
+        head.metadata().set("req", MetricMetadata::default());
+        append_body(body, &mut cache, &mut app, &opts(&target)).unwrap();
+        assert_eq!(
+            head.metadata().get("req").unwrap(),
+            MetricMetadata::default()
+        );
+        let changed = b"# HELP req Requests served.\n# TYPE req counter\nreq 1\n";
+        append_body(changed, &mut cache, &mut app, &opts(&target)).unwrap();
+        assert_eq!(head.metadata().get("req").unwrap().help, "Requests served.");
+    }
+
+    #[test]
+    fn limits_fail_the_body_whole() {
+        let target = Labels::from_pairs([("job", "j"), ("instance", "i")]);
+        let body = b"a{x=\"1\"} 1\nb{long_label_name=\"a-long-value\"} 2\nc 3\n";
+        let cases = [
+            (
+                ScrapeLimits {
+                    samples: 2,
+                    ..Default::default()
+                },
+                "sample_limit exceeded: 3 samples, limit 2",
+            ),
+            (
+                ScrapeLimits {
+                    labels: 3,
+                    ..Default::default()
+                },
+                "label_limit exceeded (metric: a, number of labels: 4, limit: 3)",
+            ),
+            (
+                ScrapeLimits {
+                    label_name_length: 10,
+                    ..Default::default()
+                },
+                "label_name_length_limit exceeded (metric: b, label name: long_label_name, length: 15, limit: 10)",
+            ),
+            (
+                ScrapeLimits {
+                    label_value_length: 5,
+                    ..Default::default()
+                },
+                "label_value_length_limit exceeded (metric: b, label name: long_label_name, value: \"a-long-value\", length: 12, limit: 5)",
+            ),
+        ];
+        for (limits, message) in cases {
+            let head = Head::new(HeadConfig::default());
+            let mut cache = ScrapeCache::default();
+            let mut app = head.appender();
+            let o = AppendOptions {
+                limits,
+                ..opts(&target)
+            };
+            let err = append_body(body, &mut cache, &mut app, &o).unwrap_err();
+            assert_eq!(err.to_string(), message);
+        }
+        // At the limit is fine.
+        let head = Head::new(HeadConfig::default());
+        let mut cache = ScrapeCache::default();
+        let mut app = head.appender();
+        let limits = ScrapeLimits {
+            samples: 3,
+            labels: 4,
+            label_name_length: 15,
+            label_value_length: 12,
+            body_size: 0,
+        };
+        append_body(
+            body,
+            &mut cache,
+            &mut app,
+            &AppendOptions {
+                limits,
+                ..opts(&target)
+            },
+        )
+        .unwrap();
     }
 
     #[test]

@@ -18,7 +18,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 use storage::Labels;
-use storage::units::Duration;
+use storage::units::{ByteSize, Duration};
 
 use crate::discovery::FileSdConfig;
 use crate::relabel::{LabelSet, RelabelConfig, Rule, relabel};
@@ -84,21 +84,21 @@ pub struct ScrapeConfig {
     /// Rewrite (or drop) scraped series before they are stored.
     #[serde(default)]
     pub metric_relabel_configs: Vec<RelabelConfig>,
-    /// Not supported yet.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sample_limit: Option<NotSupportedYet>,
-    /// Not supported yet.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub label_limit: Option<NotSupportedYet>,
-    /// Not supported yet.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub label_name_length_limit: Option<NotSupportedYet>,
-    /// Not supported yet.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub label_value_length_limit: Option<NotSupportedYet>,
-    /// Not supported yet.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub body_size_limit: Option<NotSupportedYet>,
+    /// Fail a scrape with more samples than this after metric relabelling (0 = no limit).
+    #[serde(default)]
+    pub sample_limit: u64,
+    /// Fail a scrape with a series of more labels than this, `__name__` included (0 = no limit).
+    #[serde(default)]
+    pub label_limit: u64,
+    /// Fail a scrape with a label name longer than this many bytes (0 = no limit).
+    #[serde(default)]
+    pub label_name_length_limit: u64,
+    /// Fail a scrape with a label value longer than this many bytes (0 = no limit).
+    #[serde(default)]
+    pub label_value_length_limit: u64,
+    /// Fail a scrape whose uncompressed body is larger than this (unset or 0 = no limit).
+    #[serde(default)]
+    pub body_size_limit: Option<ByteSize>,
     /// Not supported yet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub basic_auth: Option<NotSupportedYet>,
@@ -172,6 +172,8 @@ pub struct ScrapeJob {
     pub relabel: Vec<Rule>,
     /// Series relabelling, applied when a scrape first sees a series.
     pub metric_relabel: Vec<Rule>,
+    /// Limits that fail a scrape whole.
+    pub limits: ScrapeLimits,
     /// Targets from `static_configs`, relabelled.
     pub targets: Vec<TargetSpec>,
     /// `file_sd_configs` patterns, absolute; their targets are resolved as files change.
@@ -186,6 +188,22 @@ impl PartialEq for Rule {
     fn eq(&self, other: &Self) -> bool {
         self.config() == other.config()
     }
+}
+
+/// Per-job limits (0 = none). Breaking one fails the scrape whole, as in Prometheus: nothing
+/// of the body is stored, `up` is 0 and the reason is in `system.targets`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ScrapeLimits {
+    /// `sample_limit`.
+    pub samples: u64,
+    /// `label_limit`.
+    pub labels: u64,
+    /// `label_name_length_limit`.
+    pub label_name_length: u64,
+    /// `label_value_length_limit`.
+    pub label_value_length: u64,
+    /// `body_size_limit`, bytes.
+    pub body_size: u64,
 }
 
 /// One target: where and how often to scrape, and the labels its series get.
@@ -266,6 +284,13 @@ impl ScrapeConfig {
             params: self.params.clone(),
             relabel: compile("relabel_configs", &self.relabel_configs)?,
             metric_relabel: compile("metric_relabel_configs", &self.metric_relabel_configs)?,
+            limits: ScrapeLimits {
+                samples: self.sample_limit,
+                labels: self.label_limit,
+                label_name_length: self.label_name_length_limit,
+                label_value_length: self.label_value_length_limit,
+                body_size: self.body_size_limit.map_or(0, ByteSize::bytes),
+            },
             targets: Vec::new(),
             dropped_targets: 0,
             file_patterns: Vec::new(),
@@ -532,8 +557,28 @@ mod tests {
 
     #[test]
     fn later_keys_are_refused_not_ignored() {
-        let e = job("job_name: a\nsample_limit: 10").unwrap_err();
+        let e = job("job_name: a\ntls_config: {insecure_skip_verify: true}").unwrap_err();
         assert!(e.contains("not supported yet"), "{e}");
+    }
+
+    #[test]
+    fn limits_are_read() {
+        let j = job(
+            "job_name: a\nsample_limit: 5\nlabel_limit: 6\nlabel_name_length_limit: 7\n\
+             label_value_length_limit: 8\nbody_size_limit: 1MB",
+        )
+        .unwrap();
+        assert_eq!(
+            j.limits,
+            ScrapeLimits {
+                samples: 5,
+                labels: 6,
+                label_name_length: 7,
+                label_value_length: 8,
+                body_size: 1 << 20
+            }
+        );
+        assert_eq!(job("job_name: a").unwrap().limits, ScrapeLimits::default());
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! The Prometheus text exposition format (version 0.0.4), parsed for speed.
+//! The exposition formats — Prometheus text 0.0.4 and OpenMetrics 1.0 — parsed for speed.
 //!
 //! Written by hand rather than with a parser crate because it is the hottest code in ingest:
 //! every scraped byte passes through it. The parser borrows from the body and allocates
@@ -21,6 +21,13 @@
 //!
 //! Values follow Go's `ParseFloat` as Prometheus uses it (`NaN`, `+Inf`, `-Inf`, exponents).
 //! Histograms and summaries are plain series (`_bucket` with `le`, `_sum`, `_count`).
+//!
+//! [`Format::OpenMetrics`] (chosen by the scrape's `Content-Type`) shares the grammar and
+//! differs where the specification does: timestamps are seconds (with a fraction, converted to
+//! ms); an exemplar (` # {labels} value [timestamp]`) may follow a sample and is parsed and
+//! dropped; `_created` samples of counters, histograms, summaries and gauge histograms are
+//! dropped (they are creation times, not values); `\"` is an escape in `# HELP` text; and the
+//! exposition must end with `# EOF`, nothing after it.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -204,23 +211,60 @@ impl fmt::Display for ParseError {
 
 impl std::error::Error for ParseError {}
 
-/// Iterates the entries of a text exposition. Stops at the end or after `# EOF`.
+/// Which exposition format a body is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Format {
+    /// Prometheus text format 0.0.4 (`text/plain; version=0.0.4`).
+    #[default]
+    Prometheus,
+    /// OpenMetrics 1.0 text (`application/openmetrics-text`).
+    OpenMetrics,
+}
+
+impl Format {
+    /// The format a response's `Content-Type` announces; anything unknown is read as the
+    /// Prometheus text format, as Prometheus does.
+    pub fn from_content_type(content_type: &str) -> Self {
+        if content_type
+            .trim_start()
+            .to_ascii_lowercase()
+            .starts_with("application/openmetrics-text")
+        {
+            Self::OpenMetrics
+        } else {
+            Self::Prometheus
+        }
+    }
+}
+
+/// Iterates the entries of an exposition. Stops at the end or after `# EOF`.
 #[derive(Debug, Clone)]
 pub struct TextParser<'a> {
     input: &'a [u8],
     pos: usize,
     line: usize,
     done: bool,
+    format: Format,
+    /// The family of the last `# TYPE` line whose `_created` samples are dropped
+    /// (OpenMetrics only).
+    created_family: Option<&'a str>,
 }
 
 impl<'a> TextParser<'a> {
-    /// A parser over a whole response body.
+    /// A Prometheus text format parser over a whole response body.
     pub fn new(input: &'a [u8]) -> Self {
+        Self::with_format(input, Format::Prometheus)
+    }
+
+    /// A parser for `format` over a whole response body.
+    pub fn with_format(input: &'a [u8], format: Format) -> Self {
         Self {
             input,
             pos: 0,
             line: 0,
             done: false,
+            format,
+            created_family: None,
         }
     }
 
@@ -237,6 +281,7 @@ impl<'a> Iterator for TextParser<'a> {
     type Item = Result<Entry<'a>, ParseError>;
 
     fn next(&mut self) -> Option<Self::Item> {
+        let om = self.format == Format::OpenMetrics;
         while !self.done && self.pos < self.input.len() {
             let rest = &self.input[self.pos..];
             let len = memchr::memchr(b'\n', rest).unwrap_or(rest.len());
@@ -251,22 +296,53 @@ impl<'a> Iterator for TextParser<'a> {
             };
             let line = &line[first..];
             let parsed = if line[0] == b'#' {
-                match parse_comment(line) {
-                    Ok(Comment::Entry(e)) => return Some(Ok(e)),
+                match parse_comment(line, om) {
+                    Ok(Comment::Entry(e)) => {
+                        if let Entry::Type { metric, kind } = &e {
+                            self.created_family = (om
+                                && matches!(
+                                    kind,
+                                    MetricType::Counter
+                                        | MetricType::Histogram
+                                        | MetricType::Summary
+                                        | MetricType::GaugeHistogram
+                                ))
+                            .then_some(*metric);
+                        }
+                        return Some(Ok(e));
+                    }
                     Ok(Comment::Eof) => {
                         self.done = true;
+                        let after = &self.input[self.pos.min(self.input.len())..];
+                        if om && after.iter().any(|c| !c.is_ascii_whitespace()) {
+                            return self.error("unexpected data after # EOF");
+                        }
                         return None;
                     }
                     Ok(Comment::Other) => continue,
                     Err(msg) => Err(msg),
                 }
             } else {
-                parse_sample(line).map(Entry::Sample)
+                match parse_sample(line, om) {
+                    Ok(sample)
+                        if self
+                            .created_family
+                            .is_some_and(|f| sample.name.strip_suffix("_created") == Some(f)) =>
+                    {
+                        continue;
+                    }
+                    other => other.map(Entry::Sample),
+                }
             };
             return match parsed {
                 Ok(e) => Some(Ok(e)),
                 Err(msg) => self.error(msg),
             };
+        }
+        if om && !self.done {
+            self.done = true;
+            self.line += 1;
+            return self.error("missing # EOF at the end of the OpenMetrics exposition");
         }
         None
     }
@@ -278,7 +354,7 @@ enum Comment<'a> {
     Other,
 }
 
-fn parse_comment(line: &[u8]) -> Result<Comment<'_>, String> {
+fn parse_comment(line: &[u8], om: bool) -> Result<Comment<'_>, String> {
     let mut rest = skip_blanks(&line[1..]);
     let keyword_len = rest.iter().position(|&c| is_blank(c)).unwrap_or(rest.len());
     let keyword = &rest[..keyword_len];
@@ -309,7 +385,7 @@ fn parse_comment(line: &[u8]) -> Result<Comment<'_>, String> {
             let text = std::str::from_utf8(text)
                 .map_err(|_| format!("HELP text of {metric} is not valid UTF-8"))?;
             let help = if text.contains('\\') {
-                Cow::Owned(unescape(text, false))
+                Cow::Owned(unescape(text, om))
             } else {
                 Cow::Borrowed(text)
             };
@@ -336,7 +412,7 @@ fn parse_comment(line: &[u8]) -> Result<Comment<'_>, String> {
     }
 }
 
-fn parse_sample(line: &[u8]) -> Result<Sample<'_>, String> {
+fn parse_sample(line: &[u8], om: bool) -> Result<Sample<'_>, String> {
     let name_len = metric_name_len(line);
     if name_len == 0 {
         return Err(format!(
@@ -391,13 +467,18 @@ fn parse_sample(line: &[u8]) -> Result<Sample<'_>, String> {
         i += 1;
     }
     let mut timestamp = None;
-    if i < line.len() {
+    if i < line.len() && !(om && line[i] == b'#') {
         let ts_start = i;
         while i < line.len() && !is_blank(line[i]) {
             i += 1;
         }
         let token = &line[ts_start..i];
-        timestamp = Some(parse_timestamp(token).ok_or_else(|| {
+        let parsed = if om {
+            parse_seconds(token)
+        } else {
+            parse_timestamp(token)
+        };
+        timestamp = Some(parsed.ok_or_else(|| {
             format!(
                 "invalid timestamp {:?} for {name}",
                 String::from_utf8_lossy(token)
@@ -406,10 +487,19 @@ fn parse_sample(line: &[u8]) -> Result<Sample<'_>, String> {
         while i < line.len() && is_blank(line[i]) {
             i += 1;
         }
-        if i < line.len() {
+    }
+    if i < line.len() {
+        if om && line[i] == b'#' {
+            check_exemplar(&line[i..]).map_err(|e| format!("invalid exemplar of {name}: {e}"))?;
+        } else {
             return Err(format!(
-                "unexpected text {:?} after the timestamp of {name}",
-                String::from_utf8_lossy(&line[i..])
+                "unexpected text {:?} after the {} of {name}",
+                String::from_utf8_lossy(&line[i..]),
+                if timestamp.is_some() {
+                    "timestamp"
+                } else {
+                    "value"
+                }
             ));
         }
     }
@@ -529,6 +619,37 @@ pub(crate) fn parse_value(token: &[u8]) -> Option<f64> {
     // Rust's parser accepts "inf", "infinity" and "nan" in any case and with a sign, like Go.
     // It also accepts a few forms Go rejects ("1." and ".5" Go accepts too); both are fine.
     s.parse::<f64>().ok()
+}
+
+/// An OpenMetrics timestamp: seconds since the epoch, maybe with a fraction, as ms.
+fn parse_seconds(token: &[u8]) -> Option<i64> {
+    if let Some(whole) = parse_timestamp(token) {
+        return whole.checked_mul(1000);
+    }
+    let seconds = std::str::from_utf8(token).ok()?.parse::<f64>().ok()?;
+    let ms = (seconds * 1000.0).round();
+    (ms.is_finite() && ms.abs() < 9.0e18).then_some(ms as i64)
+}
+
+/// Checks an exemplar (`# {labels} value [timestamp]`), which is then dropped.
+fn check_exemplar(text: &[u8]) -> Result<(), String> {
+    let rest = skip_blanks(&text[1..]);
+    if rest.first() != Some(&b'{') {
+        return Err("expected '{' after '#'".into());
+    }
+    let (end, _) = scan_labels(rest, 1)?;
+    let mut tokens = rest[end + 1..]
+        .split(|c| is_blank(*c))
+        .filter(|t| !t.is_empty());
+    let value = tokens.next().ok_or("missing value")?;
+    parse_value(value).ok_or("invalid value")?;
+    if let Some(ts) = tokens.next() {
+        parse_seconds(ts).ok_or("invalid timestamp")?;
+    }
+    if tokens.next().is_some() {
+        return Err("unexpected text after the timestamp".into());
+    }
+    Ok(())
 }
 
 fn parse_timestamp(token: &[u8]) -> Option<i64> {

@@ -34,9 +34,11 @@ use tracing::{debug, info, warn};
 use crate::append::{AppendOptions, ScrapeCache, append_body};
 use crate::config::{ScrapeJob, TargetSpec};
 use crate::discovery::FileTargets;
+use crate::exposition::Format;
 
-/// The `Accept` header sent with every scrape: Prometheus text format 0.0.4.
-pub const ACCEPT_HEADER: &str = "text/plain;version=0.0.4;q=1,*/*;q=0.1";
+/// The `Accept` header sent with every scrape, as Prometheus 2.x sends it: OpenMetrics
+/// preferred, the Prometheus text format next. The response's `Content-Type` picks the parser.
+pub const ACCEPT_HEADER: &str = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
 
 /// Health of a target, as `system.targets.health` shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -446,12 +448,14 @@ impl ScrapeLoop {
         let job = Arc::clone(&self.target.job);
         let labels = &self.target.spec.labels;
         let mut app = self.head.appender();
-        let result = fetched.and_then(|body| {
+        let result = fetched.and_then(|(body, format)| {
             let opts = AppendOptions {
                 target_labels: labels,
                 honor_labels: job.honor_labels,
                 honor_timestamps: job.honor_timestamps,
                 metric_relabel: &job.metric_relabel,
+                limits: job.limits,
+                format,
                 default_timestamp: start_ms,
             };
             append_body(&body, &mut self.cache, &mut app, &opts).map_err(|e| e.to_string())
@@ -507,9 +511,9 @@ impl ScrapeLoop {
         status.last_error = error;
     }
 
-    async fn fetch(&self) -> Result<bytes::Bytes, String> {
+    async fn fetch(&self) -> Result<(bytes::Bytes, Format), String> {
         let timeout = self.target.spec.timeout;
-        let response = self
+        let mut response = self
             .client
             .get(&self.target.spec.url)
             .header(reqwest::header::ACCEPT, ACCEPT_HEADER)
@@ -525,10 +529,36 @@ impl ScrapeLoop {
         if !status.is_success() {
             return Err(format!("server returned HTTP status {status}"));
         }
-        response
-            .bytes()
+        let format = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map_or(Format::Prometheus, Format::from_content_type);
+        let limit = self.target.job.limits.body_size;
+        if limit == 0 {
+            return response
+                .bytes()
+                .await
+                .map(|b| (b, format))
+                .map_err(|e| describe_reqwest_error(&e, timeout));
+        }
+        // Read chunk by chunk (decompressed) and give up as soon as the limit is passed, so a
+        // huge or gzip-bombed body never sits in memory whole.
+        let mut body = bytes::BytesMut::new();
+        while let Some(chunk) = response
+            .chunk()
             .await
-            .map_err(|e| describe_reqwest_error(&e, timeout))
+            .map_err(|e| describe_reqwest_error(&e, timeout))?
+        {
+            if (body.len() + chunk.len()) as u64 > limit {
+                return Err(format!(
+                    "body size limit exceeded: more than {} bytes (body_size_limit)",
+                    limit
+                ));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok((body.freeze(), format))
     }
 }
 

@@ -3,7 +3,8 @@
 //! Each table is materialised when a query resolves it, from the live state of its owner:
 //! `system.targets` from the scrape manager (through [`TargetsSource`], which the binary
 //! implements over ingest, since this crate never depends on ingest) and `system.series` from
-//! the head. They are small: one row per target or per series.
+//! the head (`system.metrics` joins each table with its family's `# TYPE`/`# HELP`/`# UNIT`).
+//! They are small: one row per target, table or series.
 
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -63,7 +64,7 @@ pub struct SystemSchema {
     targets: Arc<dyn TargetsSource>,
 }
 
-const TABLES: [&str; 2] = ["series", "targets"];
+const TABLES: [&str; 3] = ["metrics", "series", "targets"];
 
 impl SystemSchema {
     /// A schema over the head and a targets source.
@@ -104,6 +105,32 @@ impl SystemSchema {
         Ok(RecordBatch::try_new(targets_schema(), columns)?)
     }
 
+    fn metrics_batch(&self) -> Result<RecordBatch> {
+        let mut metric = StringBuilder::new();
+        let mut kind = StringBuilder::new();
+        let mut help = StringBuilder::new();
+        let mut unit = StringBuilder::new();
+        let metadata = self.head.metadata();
+        for name in self.head.metric_names() {
+            let m = metadata.for_table(&name).unwrap_or_default();
+            metric.append_value(&name);
+            kind.append_value(if m.kind.is_empty() {
+                "unknown"
+            } else {
+                &m.kind
+            });
+            help.append_value(&m.help);
+            unit.append_value(&m.unit);
+        }
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(metric.finish()),
+            Arc::new(kind.finish()),
+            Arc::new(help.finish()),
+            Arc::new(unit.finish()),
+        ];
+        Ok(RecordBatch::try_new(metrics_schema(), columns)?)
+    }
+
     fn series_batch(&self) -> Result<RecordBatch> {
         let mut metric = StringBuilder::new();
         let mut labels = StringBuilder::new();
@@ -142,6 +169,15 @@ fn targets_schema() -> SchemaRef {
     ]))
 }
 
+fn metrics_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("metric", DataType::Utf8, false),
+        Field::new("type", DataType::Utf8, false),
+        Field::new("help", DataType::Utf8, false),
+        Field::new("unit", DataType::Utf8, false),
+    ]))
+}
+
 fn series_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
         Field::new("metric", DataType::Utf8, false),
@@ -161,6 +197,7 @@ impl SchemaProvider for SystemSchema {
         let batch = match name {
             "targets" => self.targets_batch()?,
             "series" => self.series_batch()?,
+            "metrics" => self.metrics_batch()?,
             _ => return Ok(None),
         };
         let table = MemTable::try_new(batch.schema(), vec![vec![batch]])?;

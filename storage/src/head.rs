@@ -157,6 +157,8 @@ pub struct Head {
     /// Series across all metrics, for the `max_series` guard.
     series_total: AtomicU64,
     stats: HeadMetrics,
+    /// Family metadata from expositions.
+    metadata: crate::metadata::MetadataStore,
 }
 
 #[derive(Debug, Default)]
@@ -173,12 +175,18 @@ impl Head {
             metrics: RwLock::new(MetricIndex::default()),
             series_total: AtomicU64::new(0),
             stats: HeadMetrics::default(),
+            metadata: Default::default(),
         }
     }
 
     /// The head's counters.
     pub fn metrics(&self) -> &HeadMetrics {
         &self.stats
+    }
+
+    /// Metric family metadata.
+    pub fn metadata(&self) -> &crate::metadata::MetadataStore {
+        &self.metadata
     }
 
     /// A new appender. Nothing it appends is visible until [`Appender::commit`].

@@ -5,6 +5,7 @@
 //! ```
 //!
 //! * [`labels`] — label sets and name rules.
+//! * [`metadata`] — `# TYPE` / `# HELP` / `# UNIT` per metric family.
 //! * [`head`] — per-metric Arrow tables in memory: append, snapshot, read with pushdown.
 //! * [`data_dir`] — the locked data directory a replica owns.
 //! * [`config`], [`units`] — the `storage:` config section and Prometheus duration/size syntax.
@@ -16,6 +17,7 @@ pub mod config;
 pub mod data_dir;
 pub mod head;
 pub mod labels;
+pub mod metadata;
 pub mod units;
 
 pub use config::StorageConfig;
@@ -25,3 +27,4 @@ pub use head::{
     MetricSnapshot, SeriesRef, TimeRange,
 };
 pub use labels::Labels;
+pub use metadata::{MetadataStore, MetricMetadata};

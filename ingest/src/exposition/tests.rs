@@ -300,3 +300,111 @@ fn arbitrary_bytes_never_panic() {
         }
     }
 }
+
+fn om_samples(input: &str) -> Result<Vec<Row>, ParseError> {
+    TextParser::with_format(input.as_bytes(), Format::OpenMetrics)
+        .filter_map(|e| match e {
+            Ok(Entry::Sample(s)) => Some(Ok((
+                s.name.to_string(),
+                s.labels()
+                    .map(|(n, v)| (n.to_string(), v.into_owned()))
+                    .collect(),
+                s.value,
+                s.timestamp,
+            ))),
+            Ok(_) => None,
+            Err(e) => Some(Err(e)),
+        })
+        .collect()
+}
+
+#[test]
+fn openmetrics_payloads_parse() {
+    let body = include_bytes!("../../../testdata/arrowhead_metrics.txt");
+    let parsed: Vec<_> = TextParser::with_format(body, Format::OpenMetrics)
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(parsed.iter().any(|e| matches!(e, Entry::Sample(_))));
+    let body = include_bytes!("../../../testdata/openmetrics.txt");
+    let s = om_samples(std::str::from_utf8(body).unwrap()).unwrap();
+    let names: Vec<&str> = s.iter().map(|r| r.0.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "acme_http_router_request_seconds_sum",
+            "acme_http_router_request_seconds_count",
+            "go_goroutines",
+            "build_info",
+            "alarm",
+            "alarm",
+            "http_requests_total",
+            "http_requests_total",
+            "rpc_duration_seconds_bucket",
+            "rpc_duration_seconds_bucket",
+            "rpc_duration_seconds_sum",
+            "rpc_duration_seconds_count",
+            "process_start_created",
+        ],
+        "_created samples of counters, histograms and summaries are dropped; a gauge named *_created is kept"
+    );
+    // Timestamps are seconds with a fraction.
+    assert_eq!(s[2].3, Some(1_520_879_607_789));
+    // Exemplars are dropped, the sample stays.
+    assert_eq!(s[6].2, 1027.0);
+    assert_eq!(s[8].1, l(&[("le", "0.1")]));
+}
+
+#[test]
+fn openmetrics_metadata_keeps_units_and_quote_escapes() {
+    let input = "# TYPE x_seconds counter\n# UNIT x_seconds seconds\n# HELP x_seconds A \\\"quoted\\\" help.\nx_seconds_total 1\n# EOF\n";
+    let entries: Vec<Entry> = TextParser::with_format(input.as_bytes(), Format::OpenMetrics)
+        .map(Result::unwrap)
+        .collect();
+    assert!(entries.contains(&Entry::Unit {
+        metric: "x_seconds",
+        unit: "seconds"
+    }));
+    assert!(entries.contains(&Entry::Help {
+        metric: "x_seconds",
+        help: Cow::Owned("A \"quoted\" help.".into())
+    }));
+}
+
+#[test]
+fn openmetrics_errors() {
+    let cases = [
+        ("a 1\n", 2, "missing # EOF"),
+        ("a 1\n# EOF\nb 2\n", 2, "unexpected data after # EOF"),
+        (
+            "a 1 # {x=\"1\"}\n# EOF\n",
+            1,
+            "invalid exemplar of a: missing value",
+        ),
+        ("a 1 # x\n# EOF\n", 1, "invalid exemplar of a: expected '{'"),
+        ("a 1 abc\n# EOF\n", 1, "invalid timestamp \"abc\""),
+    ];
+    for (input, line, message) in cases {
+        let e = om_samples(input).unwrap_err();
+        assert_eq!(e.line, line, "{input:?}: {e}");
+        assert!(
+            e.message.contains(message),
+            "{input:?}: got {e}, want {message:?}"
+        );
+    }
+    // The Prometheus format has no exemplars.
+    let e = error("a 1 # {x=\"1\"} 2\n");
+    assert!(e.message.contains("invalid timestamp \"#\""), "{e}");
+}
+
+#[test]
+fn content_types_choose_the_parser() {
+    assert_eq!(
+        Format::from_content_type("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        Format::OpenMetrics
+    );
+    assert_eq!(
+        Format::from_content_type("text/plain; version=0.0.4"),
+        Format::Prometheus
+    );
+    assert_eq!(Format::from_content_type(""), Format::Prometheus);
+}

@@ -33,6 +33,25 @@ async fn serve() -> (SocketAddr, AbortOnDropHandle<()>) {
         .route("/broken", get(|| async { "ok 1\nbroken{ 2\n" }))
         .route("/fake_up", get(|| async { "up 0\nother 1\n" }))
         .route(
+            "/openmetrics",
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+                    "# TYPE om_requests counter\nom_requests_total 5 1.5 # {trace=\"t\"} 1\nom_requests_created 1\n# EOF\n",
+                )
+            }),
+        )
+        .route(
+            "/big",
+            get(|| async {
+                // 1 MB that gzips to almost nothing: a body-size limit must count decoded bytes.
+                let body = format!("big{{x=\"{}\"}} 1\n", "a".repeat(1 << 20));
+                let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+                enc.write_all(body.as_bytes()).unwrap();
+                ([(header::CONTENT_ENCODING, "gzip")], enc.finish().unwrap()).into_response()
+            }),
+        )
+        .route(
             "/error",
             get(|| async { (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "boom") }),
         )
@@ -122,13 +141,15 @@ async fn targets_are_scraped_and_failures_reported() {
         ("error", "/error", addr),
         ("slow", "/slow", addr),
         ("fake_up", "/fake_up", addr),
+        ("big", "/big", addr),
+        ("om", "/openmetrics", addr),
     ];
     manager.run(
         jobs.iter()
             .map(|(name, path, a)| {
                 job(&format!(
                     "job_name: {name}\nscrape_interval: 300ms\nmetrics_path: {path}\n\
-                     static_configs: [{{targets: ['{a}']}}]"
+                     body_size_limit: 64KB\nstatic_configs: [{{targets: ['{a}']}}]"
                 ))
             })
             .collect(),
@@ -143,7 +164,7 @@ async fn targets_are_scraped_and_failures_reported() {
     assert!(manager.targets().is_empty());
 
     for (name, _, _) in jobs {
-        let expected = if ["ok", "gz", "fake_up"].contains(&name) {
+        let expected = if ["ok", "gz", "fake_up", "om"].contains(&name) {
             1.0
         } else {
             0.0
@@ -192,7 +213,16 @@ async fn targets_are_scraped_and_failures_reported() {
         "{}",
         err("slow")
     );
-    // gzip was decoded, and the Accept header asked for the text format.
+    // OpenMetrics was parsed as such: timestamp in seconds, exemplar and _created dropped.
+    assert_eq!(last_by_job(&head, "om_requests_total", "om"), Some(5.0));
+    assert!(head.metric("om_requests_created").is_none());
+    let om = head.metric("om_requests_total").unwrap().series();
+    assert_eq!(om[0].last_timestamp, 1500);
+    assert_eq!(
+        head.metadata().for_table("om_requests_total").unwrap().kind,
+        "counter"
+    );
+    // gzip was decoded, and the Accept header asked for OpenMetrics first.
     let accept = head.metric("accept_seen").unwrap().series()[0]
         .labels
         .get("accept")

@@ -339,6 +339,46 @@ async fn system_targets_reads_the_source() {
 }
 
 #[tokio::test]
+async fn system_metrics_describes_every_table() {
+    let head = head();
+    head.metadata().set(
+        "node_cpu_seconds_total",
+        storage::MetricMetadata {
+            kind: "counter".into(),
+            help: "CPU time.".into(),
+            unit: String::new(),
+        },
+    );
+    let e = QueryEngine::new(
+        Arc::clone(&head),
+        Arc::new(NoTargets),
+        &QueryConfig::default(),
+    )
+    .unwrap();
+    let b = run(
+        &e,
+        "SELECT metric, type, help FROM system.metrics ORDER BY metric",
+    )
+    .await
+    .unwrap();
+    let metric = b[0].column(0).as_string::<i32>();
+    let kind = b[0].column(1).as_string::<i32>();
+    let rows: Vec<(&str, &str)> = (0..b[0].num_rows())
+        .map(|i| (metric.value(i), kind.value(i)))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("ALERTS", "unknown"),
+            ("job:up:ratio", "unknown"),
+            ("node_cpu_seconds_total", "counter"),
+            ("up", "unknown")
+        ]
+    );
+    assert_eq!(b[0].column(2).as_string::<i32>().value(2), "CPU time.");
+}
+
+#[tokio::test]
 async fn new_labels_widen_the_table_between_queries() {
     let head = head();
     let e = QueryEngine::new(

@@ -1,6 +1,7 @@
 //! Appending to the head: resolve series, buffer samples, commit them at once.
 
 use super::{Head, SeriesRef};
+use crate::metadata::MetricMetadata;
 
 /// The write seam of storage: scrapes, remote write and recording rules all append through
 /// it. `series` resolves (or creates) a series once; `append` buffers a sample for it;
@@ -19,6 +20,10 @@ pub trait Appender {
 
     /// Drops every buffered sample. Series already created stay (they are merely empty).
     fn rollback(&mut self);
+
+    /// Records a metric family's type, help and unit. Takes effect at once (metadata is not
+    /// part of the commit: it describes, it does not count).
+    fn update_metadata(&mut self, family: &str, metadata: MetricMetadata);
 }
 
 /// Why a series or sample was refused.
@@ -178,6 +183,10 @@ impl Appender for HeadAppender<'_> {
 
     fn rollback(&mut self) {
         self.samples.clear();
+    }
+
+    fn update_metadata(&mut self, family: &str, metadata: MetricMetadata) {
+        self.head.metadata.set(family, metadata);
     }
 }
 
