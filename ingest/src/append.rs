@@ -22,6 +22,8 @@ pub struct ScrapeCache {
     entries: HashMap<Box<[u8]>, CacheEntry, ahash::RandomState>,
     /// The metadata this target declared, so the head is told only about changes.
     metadata: HashMap<String, MetricMetadata, ahash::RandomState>,
+    /// Hash of the last scrape's metadata lines: equal means nothing to do.
+    metadata_hash: u64,
     /// Incremented per scrape; entries remember the last scrape that saw them.
     iteration: u64,
 }
@@ -104,26 +106,23 @@ pub fn append_body(
     let iteration = cache.iteration;
     let mut stats = BodyStats::default();
     let mut scratch: Vec<(Cow<'_, str>, Cow<'_, str>)> = Vec::new();
-    let mut changed_metadata: Vec<&str> = Vec::new();
+    // Metadata lines are collected as they come and compared with the last scrape's by one
+    // hash: when nothing changed (every scrape but the first, usually) the per-family
+    // bookkeeping is skipped entirely.
+    let mut metadata: Vec<(&str, MetaField, Cow<'_, str>)> = Vec::new();
     for entry in TextParser::with_format(body, opts.format) {
         let sample = match entry? {
             Entry::Sample(sample) => sample,
             Entry::Help { metric, help } => {
-                note_metadata(cache, &mut changed_metadata, metric, |m| &mut m.help, &help);
+                metadata.push((metric, MetaField::Help, help));
                 continue;
             }
             Entry::Type { metric, kind } => {
-                note_metadata(
-                    cache,
-                    &mut changed_metadata,
-                    metric,
-                    |m| &mut m.kind,
-                    kind.as_str(),
-                );
+                metadata.push((metric, MetaField::Kind, Cow::Borrowed(kind.as_str())));
                 continue;
             }
             Entry::Unit { metric, unit } => {
-                note_metadata(cache, &mut changed_metadata, metric, |m| &mut m.unit, unit);
+                metadata.push((metric, MetaField::Unit, Cow::Borrowed(unit)));
                 continue;
             }
         };
@@ -179,36 +178,59 @@ pub fn append_body(
             stats.post_relabel, opts.limits.samples
         )));
     }
-    changed_metadata.sort_unstable();
-    changed_metadata.dedup();
-    for family in changed_metadata {
-        if let Some(m) = cache.metadata.get(family) {
-            app.update_metadata(family, m.clone());
-        }
-    }
+    update_metadata(cache, app, &metadata);
     if cache.entries.len() as u64 > stats.scraped {
         cache.entries.retain(|_, e| e.last_seen + 1 >= iteration);
     }
     Ok(stats)
 }
 
-/// Updates one field of a family's cached metadata; notes the family when it changed. Costs a
-/// lookup and a comparison when nothing changed (every scrape but the first).
-fn note_metadata<'b>(
+/// Which `# …` line a metadata value came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum MetaField {
+    Help,
+    Kind,
+    Unit,
+}
+
+/// Tells the head about the families whose metadata changed since this target's last scrape.
+fn update_metadata(
     cache: &mut ScrapeCache,
-    changed: &mut Vec<&'b str>,
-    family: &'b str,
-    field: impl Fn(&mut MetricMetadata) -> &mut String,
-    value: &str,
+    app: &mut dyn Appender,
+    metadata: &[(&str, MetaField, Cow<'_, str>)],
 ) {
-    let entry = match cache.metadata.get_mut(family) {
-        Some(m) => m,
-        None => cache.metadata.entry(family.to_string()).or_default(),
+    let hash = {
+        use std::hash::{BuildHasher, Hash, Hasher};
+        let mut h = ahash::RandomState::with_seeds(1, 2, 3, 4).build_hasher();
+        metadata.hash(&mut h);
+        h.finish()
     };
-    let slot = field(entry);
-    if slot != value {
-        value.clone_into(slot);
-        changed.push(family);
+    if hash == cache.metadata_hash {
+        return;
+    }
+    cache.metadata_hash = hash;
+    let mut changed: Vec<&str> = Vec::new();
+    for (family, field, value) in metadata {
+        let entry = match cache.metadata.get_mut(*family) {
+            Some(m) => m,
+            None => cache.metadata.entry(family.to_string()).or_default(),
+        };
+        let slot = match field {
+            MetaField::Help => &mut entry.help,
+            MetaField::Kind => &mut entry.kind,
+            MetaField::Unit => &mut entry.unit,
+        };
+        if slot != value {
+            value.as_ref().clone_into(slot);
+            changed.push(family);
+        }
+    }
+    changed.sort_unstable();
+    changed.dedup();
+    for family in changed {
+        if let Some(m) = cache.metadata.get(family) {
+            app.update_metadata(family, m.clone());
+        }
     }
 }
 
