@@ -200,10 +200,8 @@ fn update_metadata(
     metadata: &[(&str, MetaField, Cow<'_, str>)],
 ) {
     let hash = {
-        use std::hash::{BuildHasher, Hash, Hasher};
-        let mut h = ahash::RandomState::with_seeds(1, 2, 3, 4).build_hasher();
-        metadata.hash(&mut h);
-        h.finish()
+        use std::hash::BuildHasher;
+        ahash::RandomState::with_seeds(1, 2, 3, 4).hash_one(metadata)
     };
     if hash == cache.metadata_hash {
         return;
