@@ -199,10 +199,7 @@ fn update_metadata(
     app: &mut dyn Appender,
     metadata: &[(&str, MetaField, Cow<'_, str>)],
 ) {
-    let hash = {
-        use std::hash::BuildHasher;
-        ahash::RandomState::with_seeds(1, 2, 3, 4).hash_one(metadata)
-    };
+    let hash = ahash::RandomState::with_seeds(1, 2, 3, 4).hash_one(metadata);
     if hash == cache.metadata_hash {
         return;
     }
