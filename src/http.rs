@@ -1,14 +1,18 @@
-//! The replica's HTTP endpoints: `/metrics`, `/-/healthy`, `/-/ready`, `POST /-/reload`.
+//! The replica's HTTP endpoints: `/metrics`, `/-/healthy`, `/-/ready`, `POST /-/reload`, and
+//! the Prometheus remote-write receiver `POST /api/v1/write`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
-use axum::extract::State;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
+use ingest::remote_write::RemoteWriteMetrics;
 use prometheus_client::registry::Registry;
+use storage::Head;
 
 /// Re-reads the configuration (`POST /-/reload`, SIGHUP).
 pub(crate) trait Reload: std::fmt::Debug + Send + Sync {
@@ -25,7 +29,14 @@ pub(crate) struct HttpState {
     pub(crate) ready: Arc<AtomicBool>,
     /// Config reload, shared with the SIGHUP handler.
     pub(crate) reload: Arc<dyn Reload>,
+    /// Where remote-written samples go.
+    pub(crate) head: Arc<Head>,
+    /// Remote-write counters.
+    pub(crate) remote_write: RemoteWriteMetrics,
 }
+
+/// Largest compressed remote-write body accepted (senders batch far less).
+const REMOTE_WRITE_BODY_LIMIT: usize = 32 << 20;
 
 /// The router for the HTTP listener.
 pub(crate) fn router(state: HttpState) -> Router {
@@ -34,6 +45,10 @@ pub(crate) fn router(state: HttpState) -> Router {
         .route("/-/healthy", get(healthy))
         .route("/-/ready", get(ready))
         .route("/-/reload", post(reload))
+        .route(
+            "/api/v1/write",
+            post(remote_write).layer(DefaultBodyLimit::max(REMOTE_WRITE_BODY_LIMIT)),
+        )
         .with_state(state)
 }
 
@@ -69,6 +84,24 @@ async fn reload(State(state): State<HttpState>) -> impl IntoResponse {
         Err(e) => (
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("failed to reload config: {e}\n"),
+        ),
+    }
+}
+
+/// `POST /api/v1/write`: 204 once the samples are in the head; 400 with the reason when the
+/// body is malformed (the sender drops it: retrying cannot help); 413 when too large.
+async fn remote_write(State(state): State<HttpState>, body: Bytes) -> impl IntoResponse {
+    // Decompressing and decoding is CPU work: keep it off the async workers.
+    let result = tokio::task::spawn_blocking(move || {
+        ingest::remote_write::receive(&body, &mut state.head.appender(), &state.remote_write)
+    })
+    .await;
+    match result {
+        Ok(Ok(_)) => (StatusCode::NO_CONTENT, String::new()),
+        Ok(Err(e)) => (StatusCode::BAD_REQUEST, format!("{e}\n")),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("remote write failed: {e}\n"),
         ),
     }
 }

@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! config ─► DataDir (lock) ─► Head ◄── ScrapeManager (ingest)
+//!                              ▲   ◄── HTTP POST /api/v1/write (remote write)
 //!                              │
 //!                              └──► QueryEngine ─► FlightSqlServer (gRPC, server.flight_listen)
 //! registry ◄── head, scrape and query counters ─► HTTP /metrics (server.http_listen)
@@ -127,6 +128,8 @@ async fn serve(
         metrics: ReloadMetrics::default(),
     });
     reloader.metrics.register(&mut registry);
+    let remote_write = ingest::remote_write::RemoteWriteMetrics::default();
+    remote_write.register(&mut registry);
     let ready = Arc::new(AtomicBool::new(false));
     let stop_servers = CancellationToken::new();
 
@@ -134,6 +137,8 @@ async fn serve(
         registry: Arc::new(registry),
         ready: Arc::clone(&ready),
         reload: Arc::clone(&reloader) as Arc<dyn Reload>,
+        head: Arc::clone(&head),
+        remote_write,
     };
     let http_stop = stop_servers.clone();
     #[allow(clippy::disallowed_methods)] // owned by an AbortOnDropHandle

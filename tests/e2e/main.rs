@@ -10,4 +10,5 @@ mod support;
 mod adbc;
 mod cli;
 mod lifecycle;
+mod remote_write;
 mod scrape;
