@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use storage::Labels;
 use storage::units::{ByteSize, Duration};
 
+use crate::auth::{Authorization, BasicAuth, Credentials, TlsConfig, TlsSettings};
 use crate::discovery::FileSdConfig;
 use crate::relabel::{LabelSet, RelabelConfig, Rule, relabel};
 
@@ -99,15 +100,15 @@ pub struct ScrapeConfig {
     /// Fail a scrape whose uncompressed body is larger than this (unset or 0 = no limit).
     #[serde(default)]
     pub body_size_limit: Option<ByteSize>,
-    /// Not supported yet.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub basic_auth: Option<NotSupportedYet>,
-    /// Not supported yet.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub authorization: Option<NotSupportedYet>,
-    /// Not supported yet.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tls_config: Option<NotSupportedYet>,
+    /// HTTP basic auth for the targets.
+    #[serde(default)]
+    pub basic_auth: Option<BasicAuth>,
+    /// An `Authorization` header for the targets (bearer token by default).
+    #[serde(default)]
+    pub authorization: Option<Authorization>,
+    /// TLS settings for `https` targets.
+    #[serde(default)]
+    pub tls_config: Option<TlsConfig>,
 }
 
 fn default_metrics_path() -> String {
@@ -174,6 +175,10 @@ pub struct ScrapeJob {
     pub metric_relabel: Vec<Rule>,
     /// Limits that fail a scrape whole.
     pub limits: ScrapeLimits,
+    /// Sent with every scrape.
+    pub credentials: Credentials,
+    /// TLS material, when `tls_config` is set.
+    pub tls: Option<TlsSettings>,
     /// Targets from `static_configs`, relabelled.
     pub targets: Vec<TargetSpec>,
     /// `file_sd_configs` patterns, absolute; their targets are resolved as files change.
@@ -291,6 +296,14 @@ impl ScrapeConfig {
                 label_value_length: self.label_value_length_limit,
                 body_size: self.body_size_limit.map_or(0, ByteSize::bytes),
             },
+            credentials: Credentials::resolve(&self.basic_auth, &self.authorization, base_dir)
+                .map_err(|e| format!("job {job:?}: {e}"))?,
+            tls: self
+                .tls_config
+                .as_ref()
+                .map(|t| TlsSettings::load(t, base_dir))
+                .transpose()
+                .map_err(|e| format!("job {job:?}: tls_config: {e}"))?,
             targets: Vec::new(),
             dropped_targets: 0,
             file_patterns: Vec::new(),
@@ -557,7 +570,7 @@ mod tests {
 
     #[test]
     fn later_keys_are_refused_not_ignored() {
-        let e = job("job_name: a\ntls_config: {insecure_skip_verify: true}").unwrap_err();
+        let e = job("job_name: a\ntls_config: {server_name: x}").unwrap_err();
         assert!(e.contains("not supported yet"), "{e}");
     }
 

@@ -1,5 +1,6 @@
 //! Arrowhead ingest.
 pub mod append;
+pub mod auth;
 pub mod config;
 pub mod discovery;
 pub mod exposition;

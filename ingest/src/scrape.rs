@@ -137,6 +137,8 @@ pub struct ScrapeManager {
 struct JobState {
     job: Arc<ScrapeJob>,
     files: FileTargets,
+    /// The shared client, or one with this job's TLS settings.
+    client: reqwest::Client,
 }
 
 #[derive(Debug)]
@@ -158,12 +160,7 @@ impl ScrapeManager {
     pub fn new(head: Arc<Head>, seed_labels: &Labels) -> Result<Self, String> {
         // Scrape TLS uses rustls with the ring provider; installing it twice is harmless.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = reqwest::Client::builder()
-            .user_agent(concat!("Arrowhead/", env!("CARGO_PKG_VERSION")))
-            .gzip(true)
-            .no_proxy()
-            .build()
-            .map_err(|e| format!("cannot build the scrape HTTP client: {e}"))?;
+        let client = build_client(None)?;
         let mut h = std::hash::DefaultHasher::new();
         seed_labels.hash(&mut h);
         Ok(Self {
@@ -195,6 +192,14 @@ impl ScrapeManager {
                 .into_iter()
                 .enumerate()
                 .map(|(index, job)| {
+                    let client = match &job.tls {
+                        None => self.client.clone(),
+                        Some(tls) => build_client(Some(tls)).unwrap_or_else(|e| {
+                            // The files were checked at load; a failure here is exceptional.
+                            warn!(job = %job.name, error = %e, "cannot apply tls_config; using defaults");
+                            self.client.clone()
+                        }),
+                    };
                     let mut files = FileTargets::new(job.file_patterns.clone());
                     if !job.file_patterns.is_empty() {
                         files.refresh();
@@ -209,6 +214,7 @@ impl ScrapeManager {
                     JobState {
                         job: Arc::new(job),
                         files,
+                        client,
                     }
                 })
                 .collect();
@@ -236,14 +242,14 @@ impl ScrapeManager {
 
     /// Makes the running loops match the targets of `states`.
     fn reconcile(&self, states: &[JobState]) {
-        let mut desired: Vec<(Arc<ScrapeJob>, TargetSpec)> = Vec::new();
+        let mut desired: Vec<(&JobState, TargetSpec)> = Vec::new();
         for state in states {
             let job = &state.job;
-            desired.extend(job.targets.iter().map(|t| (Arc::clone(job), t.clone())));
+            desired.extend(job.targets.iter().map(|t| (state, t.clone())));
             for (address, labels) in state.files.targets() {
                 let labels = labels.iter().map(|(n, v)| (n.as_str(), v.as_str()));
                 match job.target(&address, labels) {
-                    Ok(Some(spec)) => desired.push((Arc::clone(job), spec)),
+                    Ok(Some(spec)) => desired.push((state, spec)),
                     Ok(None) => {}
                     Err(e) => {
                         warn!(job = %job.name, target = %address, error = %e, "target skipped")
@@ -258,14 +264,15 @@ impl ScrapeManager {
             .collect();
         let mut seen = HashSet::new();
         let (mut kept, mut started, mut stopped) = (0, 0, 0);
-        for (job, spec) in desired {
+        for (state, spec) in desired {
+            let job = &state.job;
             let key = (job.name.clone(), spec);
             // The same target listed twice (say, statically and in a file) is scraped once.
             if !seen.insert(key.clone()) {
                 continue;
             }
             match old.remove(&key) {
-                Some(handle) if same_settings(&handle.target.job, &job) => {
+                Some(handle) if same_settings(&handle.target.job, job) => {
                     kept += 1;
                     loops.push(handle);
                 }
@@ -275,7 +282,7 @@ impl ScrapeManager {
                         stopped += 1;
                     }
                     started += 1;
-                    loops.push(self.start_loop(job, key.1));
+                    loops.push(self.start_loop(Arc::clone(job), key.1, state.client.clone()));
                 }
             }
         }
@@ -286,7 +293,12 @@ impl ScrapeManager {
         info!(started, kept, stopped, "scrape loops updated");
     }
 
-    fn start_loop(&self, job: Arc<ScrapeJob>, spec: TargetSpec) -> LoopHandle {
+    fn start_loop(
+        &self,
+        job: Arc<ScrapeJob>,
+        spec: TargetSpec,
+        client: reqwest::Client,
+    ) -> LoopHandle {
         let target = Arc::new(Target {
             status: Mutex::new(TargetStatus {
                 job: spec.labels.get("job").unwrap_or_default().to_string(),
@@ -306,7 +318,7 @@ impl ScrapeManager {
         let scrape_loop = ScrapeLoop {
             target: Arc::clone(&target),
             head: Arc::clone(&self.head),
-            client: self.client.clone(),
+            client,
             metrics: self.metrics.clone(),
             cache: ScrapeCache::default(),
         };
@@ -338,6 +350,20 @@ impl ScrapeManager {
             let _ = l.task.await;
         }
     }
+}
+
+/// The scrape HTTP client: gzip, no proxy, and the job's TLS settings if it has any.
+fn build_client(tls: Option<&crate::auth::TlsSettings>) -> Result<reqwest::Client, String> {
+    let mut builder = reqwest::Client::builder()
+        .user_agent(concat!("Arrowhead/", env!("CARGO_PKG_VERSION")))
+        .gzip(true)
+        .no_proxy();
+    if let Some(tls) = tls {
+        builder = tls.apply(builder)?;
+    }
+    builder
+        .build()
+        .map_err(|e| format!("cannot build the scrape HTTP client: {e}"))
 }
 
 /// Watches target files: re-reads them on a change event (debounced) or every `refresh`.
@@ -397,6 +423,9 @@ fn same_settings(a: &ScrapeJob, b: &ScrapeJob) -> bool {
         && a.honor_labels == b.honor_labels
         && a.honor_timestamps == b.honor_timestamps
         && a.metric_relabel == b.metric_relabel
+        && a.limits == b.limits
+        && a.credentials == b.credentials
+        && a.tls == b.tls
 }
 
 impl Target {
@@ -513,9 +542,12 @@ impl ScrapeLoop {
 
     async fn fetch(&self) -> Result<(bytes::Bytes, Format), String> {
         let timeout = self.target.spec.timeout;
+        let request = self.client.get(&self.target.spec.url);
         let mut response = self
-            .client
-            .get(&self.target.spec.url)
+            .target
+            .job
+            .credentials
+            .apply(request)?
             .header(reqwest::header::ACCEPT, ACCEPT_HEADER)
             .header(
                 "X-Prometheus-Scrape-Timeout-Seconds",

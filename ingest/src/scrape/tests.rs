@@ -33,6 +33,21 @@ async fn serve() -> (SocketAddr, AbortOnDropHandle<()>) {
         .route("/broken", get(|| async { "ok 1\nbroken{ 2\n" }))
         .route("/fake_up", get(|| async { "up 0\nother 1\n" }))
         .route(
+            "/private",
+            get(|headers: axum::http::HeaderMap| async move {
+                let auth = headers
+                    .get(header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default();
+                // "user:pass" in base64, or a bearer token.
+                if auth == "Basic dXNlcjpwYXNz" || auth == "Bearer s3cret" {
+                    (axum::http::StatusCode::OK, "private 1\n")
+                } else {
+                    (axum::http::StatusCode::UNAUTHORIZED, "")
+                }
+            }),
+        )
+        .route(
             "/openmetrics",
             get(|| async {
                 (
@@ -411,5 +426,222 @@ async fn file_targets_follow_their_files() {
         assert!(Instant::now() < deadline, "the removal was not picked up");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    manager.stop().await;
+}
+
+#[tokio::test]
+async fn credentials_are_sent_and_files_reread() {
+    let (addr, _server) = serve().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("token"), "s3cret\n").unwrap();
+    let head = Arc::new(Head::new(HeadConfig::default()));
+    let manager = Arc::new(ScrapeManager::new(Arc::clone(&head), &Labels::default()).unwrap());
+    let job = |name: &str, auth: &str| {
+        let cfg: ScrapeConfig = serde_norway::from_str(&format!(
+            "job_name: {name}\nscrape_interval: 200ms\nmetrics_path: /private\n{auth}\n\
+             static_configs: [{{targets: ['{addr}']}}]"
+        ))
+        .unwrap();
+        cfg.resolve(&ScrapeDefaults::default(), dir.path()).unwrap()
+    };
+    manager.run(vec![
+        job("basic", "basic_auth: {username: user, password: pass}"),
+        job("bearer", "authorization: {credentials_file: token}"),
+        job("wrong", "authorization: {credentials: nope}"),
+        job("none", ""),
+    ]);
+    wait_for_scrapes(&manager, 1).await;
+    let status: std::collections::HashMap<String, TargetStatus> = manager
+        .targets()
+        .into_iter()
+        .map(|t| (t.job.clone(), t))
+        .collect();
+    assert_eq!(
+        status["basic"].health,
+        Health::Up,
+        "{:?}",
+        status["basic"].last_error
+    );
+    assert_eq!(
+        status["bearer"].health,
+        Health::Up,
+        "{:?}",
+        status["bearer"].last_error
+    );
+    for job in ["wrong", "none"] {
+        assert!(
+            status[job]
+                .last_error
+                .as_deref()
+                .unwrap_or_default()
+                .contains("401"),
+            "{job}"
+        );
+    }
+    // A rotated token file is picked up without a reload.
+    std::fs::write(dir.path().join("token"), "rotated").unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let bearer = manager
+        .targets()
+        .into_iter()
+        .find(|t| t.job == "bearer")
+        .unwrap();
+    assert!(bearer.last_error.unwrap_or_default().contains("401"));
+    manager.stop().await;
+}
+
+/// A self-made CA and a server certificate for 127.0.0.1, made with the openssl CLI.
+fn make_certs(dir: &std::path::Path) {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl (Debian: openssl) is needed for the TLS tests");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    std::fs::write(
+        dir.join("san.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+    )
+    .unwrap();
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=arrowhead-test-ca",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=localhost",
+    ]);
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+    ]);
+}
+
+/// Serves `tls_metric 1` over HTTPS with the certificate from [`make_certs`].
+async fn serve_tls(dir: &std::path::Path) -> (SocketAddr, AbortOnDropHandle<()>) {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(dir.join("server.crt"))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(dir.join("server.key")).unwrap();
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    #[allow(clippy::disallowed_methods)]
+    let task = AbortOnDropHandle::new(tokio::spawn(async move {
+        let mut connections = tokio::task::JoinSet::new();
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            connections.spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else { return };
+                let mut request = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tls.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let body = "tls_metric 1\n";
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = tls.write_all(response.as_bytes()).await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    }));
+    (addr, task)
+}
+
+#[tokio::test]
+async fn https_targets_are_verified_against_the_configured_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    make_certs(dir.path());
+    let (addr, _server) = serve_tls(dir.path()).await;
+    let head = Arc::new(Head::new(HeadConfig::default()));
+    let manager = Arc::new(ScrapeManager::new(Arc::clone(&head), &Labels::default()).unwrap());
+    let job = |name: &str, tls: &str| {
+        let cfg: ScrapeConfig = serde_norway::from_str(&format!(
+            "job_name: {name}\nscheme: https\nscrape_interval: 300ms\n{tls}\n\
+             static_configs: [{{targets: ['{addr}']}}]"
+        ))
+        .unwrap();
+        cfg.resolve(&ScrapeDefaults::default(), dir.path()).unwrap()
+    };
+    manager.run(vec![
+        job("trusted", "tls_config: {ca_file: ca.crt}"),
+        job("untrusted", ""),
+        job("insecure", "tls_config: {insecure_skip_verify: true}"),
+    ]);
+    wait_for_scrapes(&manager, 1).await;
+    let status: std::collections::HashMap<String, TargetStatus> = manager
+        .targets()
+        .into_iter()
+        .map(|t| (t.job.clone(), t))
+        .collect();
+    assert_eq!(
+        status["trusted"].health,
+        Health::Up,
+        "{:?}",
+        status["trusted"].last_error
+    );
+    assert_eq!(
+        status["insecure"].health,
+        Health::Up,
+        "{:?}",
+        status["insecure"].last_error
+    );
+    let err = status["untrusted"].last_error.clone().unwrap_or_default();
+    assert_eq!(status["untrusted"].health, Health::Down);
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+    assert_eq!(last_by_job(&head, "tls_metric", "trusted"), Some(1.0));
     manager.stop().await;
 }
