@@ -723,3 +723,6 @@ fn trim_blanks_end(b: &[u8]) -> &[u8] {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod proptests;
