@@ -178,12 +178,7 @@ async fn reload_applies_scrape_changes_and_keeps_the_old_config_on_error() {
         (jobs().await == ["third"]).then_some(())
     })
     .await;
-    let metrics = reqwest::get(format!("http://{}/metrics", replica.http))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = replica.metrics_text().await;
     assert!(
         metrics.contains("arrowhead_config_reload_failures_total 1"),
         "{metrics}"

@@ -141,12 +141,7 @@ async fn malformed_bodies_get_400_and_change_nothing() {
     // What was stored before is intact.
     let (_, b) = replica.query("SELECT sum(value) FROM manual_metric").await;
     assert_eq!(b[0].column(0).as_primitive::<Float64Type>().value(0), 3.0);
-    let metrics = reqwest::get(format!("http://{}/metrics", replica.http))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = replica.metrics_text().await;
     assert!(
         metrics.contains("arrowhead_remote_write_samples_total 2"),
         "{metrics}"

@@ -106,6 +106,16 @@ impl Replica {
         replica
     }
 
+    /// The replica's own `/metrics` page.
+    pub(crate) async fn metrics_text(&self) -> String {
+        reqwest::get(format!("http://{}/metrics", self.http))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// The process id.
     pub(crate) fn pid(&self) -> u32 {
         self.child.as_ref().expect("running").id()

@@ -86,10 +86,30 @@ async fn serve() -> (SocketAddr, AbortOnDropHandle<()>) {
     (addr, task)
 }
 
-fn job(yaml: &str) -> ScrapeJob {
+/// A head and a manager appending to it.
+fn new_manager() -> (Arc<Head>, Arc<ScrapeManager>) {
+    let head = Arc::new(Head::new(HeadConfig::default()));
+    let manager = Arc::new(ScrapeManager::new(Arc::clone(&head), &Labels::default()).unwrap());
+    (head, manager)
+}
+
+/// Target status keyed by job name.
+fn status_by_job(manager: &ScrapeManager) -> std::collections::HashMap<String, TargetStatus> {
+    manager
+        .targets()
+        .into_iter()
+        .map(|t| (t.job.clone(), t))
+        .collect()
+}
+
+/// A job from YAML, with relative paths starting at `dir`.
+fn job_in(dir: &std::path::Path, yaml: &str) -> ScrapeJob {
     let cfg: ScrapeConfig = serde_norway::from_str(yaml).unwrap();
-    cfg.resolve(&ScrapeDefaults::default(), std::path::Path::new("."))
-        .unwrap()
+    cfg.resolve(&ScrapeDefaults::default(), dir).unwrap()
+}
+
+fn job(yaml: &str) -> ScrapeJob {
+    job_in(std::path::Path::new("."), yaml)
 }
 
 /// Waits (bounded) until every target has been scraped at least `n` times.
@@ -146,8 +166,7 @@ async fn targets_are_scraped_and_failures_reported() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap()
     };
-    let head = Arc::new(Head::new(HeadConfig::default()));
-    let manager = Arc::new(ScrapeManager::new(Arc::clone(&head), &Labels::default()).unwrap());
+    let (head, manager) = new_manager();
     let jobs = [
         ("ok", "/metrics", addr),
         ("down", "/metrics", refused),
@@ -170,11 +189,7 @@ async fn targets_are_scraped_and_failures_reported() {
             .collect(),
     );
     wait_for_scrapes(&manager, 2).await;
-    let status: std::collections::HashMap<String, TargetStatus> = manager
-        .targets()
-        .into_iter()
-        .map(|t| (t.job.clone(), t))
-        .collect();
+    let status = status_by_job(&manager);
     manager.stop().await;
     assert!(manager.targets().is_empty());
 
@@ -296,8 +311,7 @@ fn offsets_spread_targets_and_depend_on_the_seed() {
 #[tokio::test]
 async fn reload_keeps_unchanged_loops_and_stops_removed_ones() {
     let (addr, _server) = serve().await;
-    let head = Arc::new(Head::new(HeadConfig::default()));
-    let manager = Arc::new(ScrapeManager::new(Arc::clone(&head), &Labels::default()).unwrap());
+    let (head, manager) = new_manager();
     let jobs = |names: &[&str]| -> Vec<ScrapeJob> {
         names
             .iter()
@@ -310,11 +324,7 @@ async fn reload_keeps_unchanged_loops_and_stops_removed_ones() {
     };
     manager.run(jobs(&["keep", "drop"]));
     wait_for_scrapes(&manager, 1).await;
-    let before: std::collections::HashMap<String, TargetStatus> = manager
-        .targets()
-        .into_iter()
-        .map(|t| (t.job.clone(), t))
-        .collect();
+    let before = status_by_job(&manager);
     assert_eq!(before["keep"].health, Health::Up);
 
     manager.run(jobs(&["keep", "new"]));
@@ -382,8 +392,7 @@ async fn file_targets_follow_their_files() {
         std::fs::rename(&tmp, &file).unwrap();
     };
     write(&[addr.to_string()]);
-    let head = Arc::new(Head::new(HeadConfig::default()));
-    let manager = Arc::new(ScrapeManager::new(Arc::clone(&head), &Labels::default()).unwrap());
+    let (_head, manager) = new_manager();
     let cfg: ScrapeConfig = serde_norway::from_str(
         "job_name: files\nscrape_interval: 200ms\nfile_sd_configs: [{files: ['*.json'], refresh_interval: 1h}]\n\
          relabel_configs: [{source_labels: [__meta_filepath], regex: '.*/(.*)', target_label: file}]",
@@ -434,15 +443,15 @@ async fn credentials_are_sent_and_files_reread() {
     let (addr, _server) = serve().await;
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("token"), "s3cret\n").unwrap();
-    let head = Arc::new(Head::new(HeadConfig::default()));
-    let manager = Arc::new(ScrapeManager::new(Arc::clone(&head), &Labels::default()).unwrap());
+    let (_head, manager) = new_manager();
     let job = |name: &str, auth: &str| {
-        let cfg: ScrapeConfig = serde_norway::from_str(&format!(
-            "job_name: {name}\nscrape_interval: 200ms\nmetrics_path: /private\n{auth}\n\
-             static_configs: [{{targets: ['{addr}']}}]"
-        ))
-        .unwrap();
-        cfg.resolve(&ScrapeDefaults::default(), dir.path()).unwrap()
+        job_in(
+            dir.path(),
+            &format!(
+                "job_name: {name}\nscrape_interval: 200ms\nmetrics_path: /private\n{auth}\n\
+                 static_configs: [{{targets: ['{addr}']}}]"
+            ),
+        )
     };
     manager.run(vec![
         job("basic", "basic_auth: {username: user, password: pass}"),
@@ -451,11 +460,7 @@ async fn credentials_are_sent_and_files_reread() {
         job("none", ""),
     ]);
     wait_for_scrapes(&manager, 1).await;
-    let status: std::collections::HashMap<String, TargetStatus> = manager
-        .targets()
-        .into_iter()
-        .map(|t| (t.job.clone(), t))
-        .collect();
+    let status = status_by_job(&manager);
     assert_eq!(
         status["basic"].health,
         Health::Up,
@@ -606,15 +611,15 @@ async fn https_targets_are_verified_against_the_configured_ca() {
     let dir = tempfile::tempdir().unwrap();
     make_certs(dir.path());
     let (addr, _server) = serve_tls(dir.path()).await;
-    let head = Arc::new(Head::new(HeadConfig::default()));
-    let manager = Arc::new(ScrapeManager::new(Arc::clone(&head), &Labels::default()).unwrap());
+    let (head, manager) = new_manager();
     let job = |name: &str, tls: &str| {
-        let cfg: ScrapeConfig = serde_norway::from_str(&format!(
-            "job_name: {name}\nscheme: https\nscrape_interval: 300ms\n{tls}\n\
-             static_configs: [{{targets: ['{addr}']}}]"
-        ))
-        .unwrap();
-        cfg.resolve(&ScrapeDefaults::default(), dir.path()).unwrap()
+        job_in(
+            dir.path(),
+            &format!(
+                "job_name: {name}\nscheme: https\nscrape_interval: 300ms\n{tls}\n\
+                 static_configs: [{{targets: ['{addr}']}}]"
+            ),
+        )
     };
     manager.run(vec![
         job("trusted", "tls_config: {ca_file: ca.crt}"),
@@ -622,11 +627,7 @@ async fn https_targets_are_verified_against_the_configured_ca() {
         job("insecure", "tls_config: {insecure_skip_verify: true}"),
     ]);
     wait_for_scrapes(&manager, 1).await;
-    let status: std::collections::HashMap<String, TargetStatus> = manager
-        .targets()
-        .into_iter()
-        .map(|t| (t.job.clone(), t))
-        .collect();
+    let status = status_by_job(&manager);
     assert_eq!(
         status["trusted"].health,
         Health::Up,
