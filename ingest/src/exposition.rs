@@ -119,8 +119,10 @@ pub struct Sample<'a> {
     pub series: &'a [u8],
     /// The metric name.
     pub name: &'a str,
-    /// The text between `{` and `}` (validated), empty when there are no labels.
-    label_text: &'a str,
+    /// The bytes between `{` and `}`, empty when there are no labels. Validated (structure
+    /// and UTF-8 of every value) but kept as bytes: turning the whole section into `&str`
+    /// would re-check it on every sample, and only a scrape-cache miss needs the labels.
+    label_text: &'a [u8],
     /// True when some label value contains a backslash escape.
     escaped: bool,
     /// The sample value.
@@ -133,8 +135,7 @@ impl<'a> Sample<'a> {
     /// The label pairs in written order, values unescaped.
     pub fn labels(&self) -> Labels<'a> {
         Labels {
-            rest: self.label_text.as_bytes(),
-            text: self.label_text,
+            rest: self.label_text,
             pos: 0,
             escaped: self.escaped,
         }
@@ -144,7 +145,6 @@ impl<'a> Sample<'a> {
 /// Iterator over a sample's label pairs; see [`Sample::labels`].
 #[derive(Debug, Clone)]
 pub struct Labels<'a> {
-    text: &'a str,
     rest: &'a [u8],
     pos: usize,
     escaped: bool,
@@ -169,7 +169,7 @@ impl<'a> Iterator for Labels<'a> {
         while i < b.len() && is_label_char(b[i]) {
             i += 1;
         }
-        let name = &self.text[name_start..i];
+        let name = ascii_str(&b[name_start..i]);
         while b[i] != b'"' {
             i += 1;
         }
@@ -183,12 +183,13 @@ impl<'a> Iterator for Labels<'a> {
             }
             i += 1;
         }
-        let raw = &self.text[value_start..i];
+        // Checked by the parser; a lossy conversion is only a fallback that cannot trigger.
+        let raw = String::from_utf8_lossy(&b[value_start..i]);
         self.pos = i + 1;
-        let value = if self.escaped && has_escape {
-            Cow::Owned(unescape(raw, true))
-        } else {
-            Cow::Borrowed(raw)
+        let value = match raw {
+            Cow::Borrowed(raw) if self.escaped && has_escape => Cow::Owned(unescape(raw, true)),
+            Cow::Owned(raw) if self.escaped && has_escape => Cow::Owned(unescape(&raw, true)),
+            other => other,
         };
         Some((name, value))
     }
@@ -426,13 +427,13 @@ fn parse_sample(line: &[u8], om: bool) -> Result<Sample<'_>, String> {
         i += 1;
     }
     let mut series_end = name_len;
-    let mut label_text = "";
+    let mut label_text: &[u8] = b"";
     let mut escaped = false;
     if i < line.len() && line[i] == b'{' {
         let start = i + 1;
         let (end, has_escape) = scan_labels(line, start)?;
         // The section is validated ASCII structure plus UTF-8-checked values.
-        label_text = std::str::from_utf8(&line[start..end]).map_err(|e| e.to_string())?;
+        label_text = &line[start..end];
         escaped = has_escape;
         i = end + 1;
         series_end = i;
@@ -690,6 +691,11 @@ fn unescape(s: &str, quotes: bool) -> String {
         }
     }
     out
+}
+
+/// A label name: ASCII by construction (the parser accepted only `[a-zA-Z0-9_]`).
+fn ascii_str(b: &[u8]) -> &str {
+    std::str::from_utf8(b).unwrap_or("")
 }
 
 fn metric_name_len(b: &[u8]) -> usize {
