@@ -3,20 +3,26 @@ use super::*;
 /// A parsed sample line: name, labels, value, timestamp.
 type Row = (String, Vec<(String, String)>, f64, Option<i64>);
 
-fn samples(input: &str) -> Vec<Row> {
-    TextParser::new(input.as_bytes())
-        .filter_map(|e| match e.unwrap() {
-            Entry::Sample(s) => Some((
+/// The sample lines of `input` in `format`, or the first error.
+fn rows(input: &str, format: Format) -> Result<Vec<Row>, ParseError> {
+    TextParser::with_format(input.as_bytes(), format)
+        .filter_map(|e| match e {
+            Ok(Entry::Sample(s)) => Some(Ok((
                 s.name.to_string(),
                 s.labels()
                     .map(|(n, v)| (n.to_string(), v.into_owned()))
                     .collect(),
                 s.value,
                 s.timestamp,
-            )),
-            _ => None,
+            ))),
+            Ok(_) => None,
+            Err(e) => Some(Err(e)),
         })
         .collect()
+}
+
+fn samples(input: &str) -> Vec<Row> {
+    rows(input, Format::Prometheus).unwrap()
 }
 
 fn error(input: &str) -> ParseError {
@@ -302,20 +308,7 @@ fn arbitrary_bytes_never_panic() {
 }
 
 fn om_samples(input: &str) -> Result<Vec<Row>, ParseError> {
-    TextParser::with_format(input.as_bytes(), Format::OpenMetrics)
-        .filter_map(|e| match e {
-            Ok(Entry::Sample(s)) => Some(Ok((
-                s.name.to_string(),
-                s.labels()
-                    .map(|(n, v)| (n.to_string(), v.into_owned()))
-                    .collect(),
-                s.value,
-                s.timestamp,
-            ))),
-            Ok(_) => None,
-            Err(e) => Some(Err(e)),
-        })
-        .collect()
+    rows(input, Format::OpenMetrics)
 }
 
 #[test]
