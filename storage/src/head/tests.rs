@@ -28,6 +28,15 @@ fn read_all(snap: &MetricSnapshot) -> Vec<RecordBatch> {
         .collect()
 }
 
+/// The snapshot's column names, in schema order.
+fn column_names(snap: &MetricSnapshot) -> Vec<String> {
+    snap.schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect()
+}
+
 /// Rows as (labels rendered "a=1,b=2", timestamp, value), label NULLs left out.
 fn rows(batches: &[RecordBatch]) -> Vec<(String, i64, f64)> {
     let mut out = Vec::new();
@@ -123,12 +132,7 @@ fn labels_named_like_fixed_columns_are_renamed() {
     let h = head();
     append(&h, "m", &[("value", "v"), ("timestamp", "t")], &[(1, 1.0)]);
     let snap = h.metric("m").unwrap().snapshot();
-    let names: Vec<String> = snap
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| f.name().clone())
-        .collect();
+    let names = column_names(&snap);
     assert_eq!(
         names,
         ["label_timestamp", "label_value", "timestamp", "value"]
@@ -153,12 +157,7 @@ fn label_column_names_never_collide() {
         &[(1, 1.0)],
     );
     let snap = h.metric("m").unwrap().snapshot();
-    let names: Vec<String> = snap
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| f.name().clone())
-        .collect();
+    let names = column_names(&snap);
     assert_eq!(
         names,
         [
