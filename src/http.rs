@@ -88,8 +88,9 @@ async fn reload(State(state): State<HttpState>) -> impl IntoResponse {
     }
 }
 
-/// `POST /api/v1/write`: 204 once the samples are in the head; 400 with the reason when the
-/// body is malformed (the sender drops it: retrying cannot help); 413 when too large.
+/// `POST /api/v1/write`: 204 once the samples are in the WAL and the head; 400 with the
+/// reason when the body is malformed (the sender drops it: retrying cannot help); 413 when
+/// too large; 503 when the WAL cannot be written (the sender retries).
 async fn remote_write(State(state): State<HttpState>, body: Bytes) -> impl IntoResponse {
     // Decompressing and decoding is CPU work: keep it off the async workers.
     let result = tokio::task::spawn_blocking(move || {
@@ -98,6 +99,7 @@ async fn remote_write(State(state): State<HttpState>, body: Bytes) -> impl IntoR
     .await;
     match result {
         Ok(Ok(_)) => (StatusCode::NO_CONTENT, String::new()),
+        Ok(Err(e)) if e.is_retryable() => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")),
         Ok(Err(e)) => (StatusCode::BAD_REQUEST, format!("{e}\n")),
         Err(e) => (
             StatusCode::INTERNAL_SERVER_ERROR,

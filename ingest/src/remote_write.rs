@@ -44,6 +44,18 @@ pub enum RemoteWriteError {
         /// What is wrong with it.
         reason: String,
     },
+    /// Storage could not take the samples (the WAL write failed): nothing was stored, and the
+    /// sender should retry later.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl RemoteWriteError {
+    /// True when retrying the same request later can succeed (HTTP 503), false when the
+    /// request itself is at fault (HTTP 400).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Unavailable(_))
+    }
 }
 
 /// Counters for `/metrics`.
@@ -223,9 +235,12 @@ fn write_inner(
             app.append(series, s.timestamp, s.value);
         }
     }
-    let committed = app.commit().map_err(|e| RemoteWriteError::InvalidSeries {
-        index: 0,
-        reason: e.to_string(),
+    let committed = app.commit().map_err(|e| match e {
+        AppendError::Storage { .. } => RemoteWriteError::Unavailable(e.to_string()),
+        other => RemoteWriteError::InvalidSeries {
+            index: 0,
+            reason: other.to_string(),
+        },
     })?;
     stats.samples = committed.appended;
     stats.out_of_order = committed.out_of_order;

@@ -521,9 +521,13 @@ impl ScrapeLoop {
                 Err(e) => debug!(error = %e, "cannot record {name}"),
             }
         }
+        let mut error = error;
         for commit in [report_app.commit(), app.commit()] {
             if let Err(e) = commit {
-                debug!(error = %e, "commit failed");
+                // The WAL could not be written (disk full, I/O error): the scrape is lost,
+                // and the target shows why.
+                warn!(url = %self.target.spec.url, error = %e, "scraped samples not stored");
+                error.get_or_insert_with(|| e.to_string());
             }
         }
         let mut status = self.target.status.lock();

@@ -15,10 +15,12 @@
 //!
 //! Shutdown on SIGINT/SIGTERM, in order: stop the scrape loops (no scrape is half-appended),
 //! then stop the Flight SQL and HTTP servers (in-flight requests get a short grace period),
-//! then release the data directory lock. When durable storage arrives, flushing the head and
-//! the WAL goes between the first two steps.
+//! then release the data directory lock. The WAL is synced between the first two steps.
 //!
-//! Background loops owned here: retention over the head (once a minute).
+//! Start-up replays the WAL (`<storage.path>/wal`) into the head before anything listens.
+//!
+//! Background loops owned here: WAL sync (every `storage.wal_sync_interval`), retention over
+//! the head (once a minute).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -35,6 +37,7 @@ use prometheus_client::registry::Registry;
 use query::QueryEngine;
 use query::flight_sql::FlightSqlServer;
 use query::system::{TargetRow, TargetsSource};
+use storage::wal::WalConfig;
 use storage::{DataDir, Head, HeadConfig, Labels};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -90,10 +93,18 @@ async fn serve(
             p.display().to_string()
         });
     let data_dir = DataDir::open(&config.storage.path)?;
-    let head = Arc::new(Head::new(HeadConfig {
-        max_series: config.storage.max_series,
-        ..HeadConfig::default()
-    }));
+    let wal_dir = data_dir.path().join("wal");
+    let (head, _replayed) = Head::open(
+        HeadConfig {
+            max_series: config.storage.max_series,
+            ..HeadConfig::default()
+        },
+        &wal_dir,
+        WalConfig::default(),
+        i64::MIN,
+    )
+    .with_context(|| format!("cannot open the WAL in {}", wal_dir.display()))?;
+    let head = Arc::new(head);
 
     let http_listener = bind(&config.server.http_listen, "server.http_listen").await?;
     let flight_listener = bind(&config.server.flight_listen, "server.flight_listen").await?;
@@ -118,6 +129,9 @@ async fn serve(
 
     let mut registry = Registry::default();
     head.metrics().register(&mut registry);
+    if let Some(wal) = head.wal() {
+        wal.metrics().register(&mut registry);
+    }
     scrapes.metrics().register(&mut registry);
     engine.metrics().register(&mut registry);
     let reloader = Arc::new(Reloader {
@@ -167,6 +181,13 @@ async fn serve(
         AbortOnDropHandle::new(tokio::spawn(retention_loop(head, retention)))
     });
 
+    let _wal_sync_task = {
+        let head = Arc::clone(&head);
+        let every = config.storage.wal_sync_interval.get();
+        #[allow(clippy::disallowed_methods)] // owned by an AbortOnDropHandle
+        AbortOnDropHandle::new(tokio::spawn(wal_sync_loop(head, every)))
+    };
+
     scrapes.run(jobs);
     ready.store(true, Ordering::Release);
     info!(
@@ -181,6 +202,7 @@ async fn serve(
     info!(signal, "shutting down: stopping scrapes");
     ready.store(false, Ordering::Release);
     scrapes.stop().await;
+    sync_wal(Arc::clone(&head)).await;
     info!("stopping servers");
     stop_servers.cancel();
     let servers = async {
@@ -198,6 +220,24 @@ async fn serve(
     drop(data_dir);
     info!("shutdown complete");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Group commit: commits write their WAL records at once; this makes them durable every
+/// `storage.wal_sync_interval`.
+async fn wal_sync_loop(head: Arc<Head>, every: Duration) {
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        sync_wal(Arc::clone(&head)).await;
+    }
+}
+
+async fn sync_wal(head: Arc<Head>) {
+    let synced = tokio::task::spawn_blocking(move || head.wal().map_or(Ok(()), |w| w.sync())).await;
+    if let Ok(Err(e)) = synced {
+        warn!(error = %e, "WAL sync failed; will retry");
+    }
 }
 
 /// Until blocks exist the head is the only store, so `storage.retention` bounds it: once a

@@ -28,10 +28,11 @@
 
 mod append;
 mod read;
+mod replay;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use arrow::array::{ArrayRef, StringArray};
 use arrow::buffer::ScalarBuffer;
@@ -45,6 +46,7 @@ pub use read::{
     LabelMatcher, MatchOp, MetricSnapshot, TIMESTAMP_COLUMN, TimeRange, VALUE_COLUMN,
     label_column_name, label_type, timestamp_type,
 };
+pub use replay::ReplayStats;
 
 use crate::labels::Labels;
 
@@ -103,6 +105,9 @@ pub struct HeadMetrics {
     pub series_created: Counter,
     /// Samples removed by [`Head::truncate`] (retention).
     pub samples_truncated: Counter,
+    /// Samples dropped because they were older than the head's lower time bound (the data
+    /// before it is already in blocks).
+    pub samples_out_of_bounds: Counter,
     /// Series in the head now.
     pub series: Gauge,
     /// Metrics (tables) in the head now.
@@ -138,6 +143,11 @@ impl HeadMetrics {
             "Samples removed from the head by retention",
             self.samples_truncated.clone(),
         );
+        r.register(
+            "samples_out_of_bounds",
+            "Samples dropped because they were older than the head's lower time bound",
+            self.samples_out_of_bounds.clone(),
+        );
         r.register("series", "Series in the head", self.series.clone());
         r.register(
             "metrics",
@@ -159,6 +169,10 @@ pub struct Head {
     stats: HeadMetrics,
     /// Family metadata from expositions.
     metadata: crate::metadata::MetadataStore,
+    /// Every commit is logged here first, when the head was opened with [`Head::open`].
+    wal: Option<crate::wal::Wal>,
+    /// Samples older than this (ms) are refused: that time is already cut into blocks.
+    min_valid_ts: AtomicI64,
 }
 
 #[derive(Debug, Default)]
@@ -176,7 +190,25 @@ impl Head {
             series_total: AtomicU64::new(0),
             stats: HeadMetrics::default(),
             metadata: Default::default(),
+            wal: None,
+            min_valid_ts: AtomicI64::new(i64::MIN),
         }
+    }
+
+    /// The WAL, when the head has one.
+    pub fn wal(&self) -> Option<&crate::wal::Wal> {
+        self.wal.as_ref()
+    }
+
+    /// The oldest timestamp (ms) an append may carry.
+    pub fn min_valid_timestamp(&self) -> i64 {
+        self.min_valid_ts.load(Ordering::Relaxed)
+    }
+
+    /// Raises the oldest timestamp an append may carry; it never goes down. Called when the
+    /// time before `timestamp` is cut into a block.
+    pub fn set_min_valid_timestamp(&self, timestamp: i64) {
+        self.min_valid_ts.fetch_max(timestamp, Ordering::Relaxed);
     }
 
     /// The head's counters.
@@ -271,9 +303,10 @@ impl Head {
         metric
     }
 
-    /// Reserves room for one more series under `max_series`; false when full.
-    fn reserve_series(&self) -> bool {
-        let max = self.config.max_series;
+    /// Reserves room for one more series under `max_series` (unless `unlimited`); false when
+    /// full.
+    fn reserve_series(&self, unlimited: bool) -> bool {
+        let max = if unlimited { 0 } else { self.config.max_series };
         let mut current = self.series_total.load(Ordering::Relaxed);
         loop {
             if max > 0 && current >= max {
@@ -359,7 +392,12 @@ struct MetricState {
 struct SeriesInfo {
     first_ts: i64,
     last_ts: i64,
+    /// The WAL segment that last got this series' definition ([`NO_SEGMENT`]: none yet).
+    wal_segment: u32,
 }
+
+/// [`SeriesInfo::wal_segment`] of a series no WAL segment defines yet.
+const NO_SEGMENT: u32 = u32::MAX;
 
 #[derive(Debug, Default)]
 struct LabelColumn {
@@ -517,6 +555,7 @@ impl MetricState {
         self.series.push(SeriesInfo {
             first_ts: i64::MAX,
             last_ts: i64::MIN,
+            wal_segment: NO_SEGMENT,
         });
         self.label_cache = None;
         sid
@@ -535,6 +574,17 @@ impl MetricState {
         });
         self.column_ids.insert(name, c);
         c
+    }
+
+    /// The label pairs of a series, borrowed, in column creation order.
+    fn label_pairs(&self, sid: u32) -> Vec<(&str, &str)> {
+        self.columns
+            .iter()
+            .filter_map(|c| {
+                let v = *c.per_series.get(sid as usize)?;
+                (v != NO_VALUE).then(|| (c.name.as_ref(), c.values[v as usize].as_ref()))
+            })
+            .collect()
     }
 
     fn labels_of(&self, sid: u32) -> Labels {

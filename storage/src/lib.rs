@@ -7,6 +7,7 @@
 //! * [`labels`] — label sets and name rules.
 //! * [`metadata`] — `# TYPE` / `# HELP` / `# UNIT` per metric family.
 //! * [`head`] — per-metric Arrow tables in memory: append, snapshot, read with pushdown.
+//! * [`wal`] — the write-ahead log every head commit goes through, and its replay.
 //! * [`data_dir`] — the locked data directory a replica owns.
 //! * [`config`], [`units`] — the `storage:` config section and Prometheus duration/size syntax.
 //!
@@ -19,12 +20,13 @@ pub mod head;
 pub mod labels;
 pub mod metadata;
 pub mod units;
+pub mod wal;
 
 pub use config::StorageConfig;
 pub use data_dir::{DataDir, DataDirError};
 pub use head::{
     AppendError, AppendStats, Appender, Head, HeadConfig, HeadMetrics, LabelMatcher, MatchOp,
-    MetricSnapshot, SeriesRef, TimeRange,
+    MetricSnapshot, ReplayStats, SeriesRef, TimeRange,
 };
 pub use labels::Labels;
 pub use metadata::{MetadataStore, MetricMetadata};

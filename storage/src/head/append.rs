@@ -2,6 +2,7 @@
 
 use super::{Head, SeriesRef};
 use crate::metadata::MetricMetadata;
+use crate::wal::{RecordEncoder, Wal, WalWriter};
 
 /// The write seam of storage: scrapes, remote write and recording rules all append through
 /// it. `series` resolves (or creates) a series once; `append` buffers a sample for it;
@@ -45,6 +46,12 @@ pub enum AppendError {
         /// What is wrong.
         reason: String,
     },
+    /// The WAL could not be written (disk full, I/O error): nothing of the commit was kept.
+    #[error("cannot write the WAL, nothing of this commit was stored: {message}")]
+    Storage {
+        /// The I/O error.
+        message: String,
+    },
 }
 
 /// What a commit did.
@@ -54,6 +61,9 @@ pub struct AppendStats {
     pub appended: u64,
     /// Samples dropped because their series already had a sample at that time or later.
     pub out_of_order: u64,
+    /// Samples dropped because they were older than the head's lower bound (already cut
+    /// into blocks).
+    pub out_of_bounds: u64,
 }
 
 /// The head's [`Appender`].
@@ -64,6 +74,10 @@ pub struct HeadAppender<'a> {
     samples: Vec<(SeriesRef, i64, f64)>,
     /// Scratch space for series keys and label pairs, reused across calls.
     key: Vec<u32>,
+    /// The WAL record being built, reused across commits.
+    record: RecordEncoder,
+    /// Replay recreates series that existed before a restart: `max_series` does not apply.
+    pub(super) unlimited: bool,
 }
 
 impl<'a> HeadAppender<'a> {
@@ -72,7 +86,49 @@ impl<'a> HeadAppender<'a> {
             head,
             samples: Vec::new(),
             key: Vec::new(),
+            record: RecordEncoder::default(),
+            unlimited: false,
         }
+    }
+
+    /// Writes the commit's record: every sample the head may accept, preceded by the
+    /// definitions of series the current segment has not defined yet. The returned writer
+    /// keeps the WAL locked until the samples are applied, so the head applies commits in
+    /// log order and replay reaches the same state.
+    fn log<'w>(
+        &mut self,
+        wal: &'w Wal,
+        samples: &[(SeriesRef, i64, f64)],
+        min_valid: i64,
+    ) -> std::io::Result<WalWriter<'w>> {
+        let mut writer = wal.lock()?;
+        let segment = writer.segment();
+        self.record.clear();
+        for run in samples.chunk_by(|a, b| a.0.metric == b.0.metric) {
+            let Some(metric) = self.head.metric_by_id(run[0].0.metric) else {
+                continue;
+            };
+            let mut state = metric.state.lock();
+            for &(r, t, v) in run {
+                if t < min_valid {
+                    continue;
+                }
+                let Some(info) = state.series.get(r.series as usize) else {
+                    continue;
+                };
+                if info.wal_segment != segment {
+                    let labels = state.label_pairs(r.series);
+                    self.record
+                        .add_series(r, &metric.name, labels.iter().copied());
+                    state.series[r.series as usize].wal_segment = segment;
+                }
+                self.record.add_sample(r, t, v);
+            }
+        }
+        if !self.record.is_empty() {
+            writer.write(&self.record)?;
+        }
+        Ok(writer)
     }
 }
 
@@ -112,7 +168,7 @@ impl Appender for HeadAppender<'_> {
                 });
             }
         }
-        if !self.head.reserve_series() {
+        if !self.head.reserve_series(self.unlimited) {
             return Err(AppendError::SeriesLimit {
                 limit: self.head.config.max_series,
             });
@@ -145,6 +201,21 @@ impl Appender for HeadAppender<'_> {
         let mut stats = AppendStats::default();
         let chunk_rows = self.head.config.chunk_rows.max(1);
         let samples = std::mem::take(&mut self.samples);
+        let min_valid = self.head.min_valid_timestamp();
+        // Held until the samples are applied (see `log`).
+        let _wal = match &self.head.wal {
+            Some(wal) => match self.log(wal, &samples, min_valid) {
+                Ok(writer) => Some(writer),
+                Err(e) => {
+                    self.samples = samples;
+                    self.samples.clear();
+                    return Err(AppendError::Storage {
+                        message: e.to_string(),
+                    });
+                }
+            },
+            None => None,
+        };
         let mut i = 0;
         // Samples arrive grouped by metric (an exposition lists a family's samples together),
         // so each run of one metric takes that metric's lock once.
@@ -158,7 +229,9 @@ impl Appender for HeadAppender<'_> {
                 Some(metric) => {
                     let mut state = metric.state.lock();
                     for &(r, t, v) in &samples[i..end] {
-                        if state.append(r.series, t, v, chunk_rows) {
+                        if t < min_valid {
+                            stats.out_of_bounds += 1;
+                        } else if state.append(r.series, t, v, chunk_rows) {
                             stats.appended += 1;
                         } else {
                             stats.out_of_order += 1;
@@ -175,6 +248,10 @@ impl Appender for HeadAppender<'_> {
             .stats
             .samples_out_of_order
             .inc_by(stats.out_of_order);
+        self.head
+            .stats
+            .samples_out_of_bounds
+            .inc_by(stats.out_of_bounds);
         // Keep the allocation for the next scrape.
         self.samples = samples;
         self.samples.clear();

@@ -194,7 +194,8 @@ fn out_of_order_and_duplicate_samples_are_dropped_and_counted() {
         stats,
         AppendStats {
             appended: 2,
-            out_of_order: 2
+            out_of_order: 2,
+            out_of_bounds: 0,
         }
     );
     assert_eq!(h.metrics().samples_out_of_order.get(), 2);
@@ -416,4 +417,161 @@ fn truncate_drops_whole_sealed_chunks_older_than_the_cut() {
     assert_eq!(h.metric("m").unwrap().snapshot().rows(), 2);
     assert_eq!(before.rows(), 10, "an earlier snapshot is unaffected");
     assert_eq!(h.metrics().samples_truncated.get(), 8);
+}
+
+/// Every row of every metric, as (metric, labels, timestamp, value), sorted.
+fn dump(head: &Head) -> Vec<(String, String, i64, u64)> {
+    let mut out = Vec::new();
+    for name in head.metric_names() {
+        let snap = head.metric(&name).unwrap().snapshot();
+        for (labels, t, v) in rows(&read_all(&snap)) {
+            out.push((name.clone(), labels, t, v.to_bits()));
+        }
+    }
+    out.sort();
+    out
+}
+
+fn open_wal(dir: &std::path::Path, min_valid: i64) -> (Head, ReplayStats) {
+    Head::open(
+        HeadConfig::test_config(),
+        dir,
+        crate::wal::WalConfig::test_config(),
+        min_valid,
+    )
+    .unwrap()
+}
+
+#[test]
+fn wal_replay_restores_every_committed_sample_and_nothing_rolled_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let (h, stats) = open_wal(dir.path(), i64::MIN);
+    assert_eq!(stats.outcome.records, 0);
+    for i in 0..300i64 {
+        let metric = format!("m{}", i % 7);
+        let instance = format!("host{}", i % 13);
+        append(
+            &h,
+            &metric,
+            &[("instance", &instance), ("job", "j")],
+            &[(i, i as f64)],
+        );
+    }
+    // Out-of-order samples are logged and refused again by replay.
+    append(
+        &h,
+        "m0",
+        &[("instance", "host0"), ("job", "j")],
+        &[(0, 9.0), (1000, f64::NAN)],
+    );
+    // A rolled-back append never reaches the log.
+    let mut app = h.appender();
+    let r = app.series("rolled", &[("a", "b")]).unwrap();
+    app.append(r, 5, 5.0);
+    app.rollback();
+    drop(app);
+    let before = dump(&h);
+    assert!(
+        h.wal().unwrap().segments().len() > 2,
+        "small segments rotate"
+    );
+    drop(h);
+
+    let (h, stats) = open_wal(dir.path(), i64::MIN);
+    assert_eq!(dump(&h), before);
+    assert_eq!(stats.samples_restored, 301);
+    assert_eq!(stats.samples_orphaned, 0);
+    assert!(h.metric("rolled").is_none_or(|m| m.snapshot().rows() == 0));
+
+    // Appends after a replay go to a new segment with fresh definitions, and a second
+    // restart sees old and new.
+    append(
+        &h,
+        "m1",
+        &[("instance", "host1"), ("job", "j")],
+        &[(5000, 1.5)],
+    );
+    append(&h, "new", &[], &[(5001, 2.5)]);
+    let before = dump(&h);
+    drop(h);
+    let (h, _) = open_wal(dir.path(), i64::MIN);
+    assert_eq!(dump(&h), before);
+}
+
+#[test]
+fn wal_replay_skips_what_blocks_hold_and_ignores_max_series() {
+    let dir = tempfile::tempdir().unwrap();
+    let (h, _) = open_wal(dir.path(), i64::MIN);
+    for i in 0..10 {
+        append(
+            &h,
+            "m",
+            &[("i", &i.to_string())],
+            &[(i, 1.0), (100 + i, 2.0)],
+        );
+    }
+    drop(h);
+    let (h, stats) = Head::open(
+        HeadConfig {
+            max_series: 3,
+            ..HeadConfig::test_config()
+        },
+        dir.path(),
+        crate::wal::WalConfig::test_config(),
+        100,
+    )
+    .unwrap();
+    assert_eq!(stats.samples_skipped, 10);
+    assert_eq!(stats.samples_restored, 10);
+    assert_eq!(h.series_count(), 10);
+    assert!(dump(&h).iter().all(|(_, _, t, _)| *t >= 100));
+    // Samples below the bound are refused from now on, and counted.
+    let mut app = h.appender();
+    let r = app.series("m", &[("i", "1")]).unwrap();
+    app.append(r, 99, 1.0);
+    app.append(r, 200, 1.0);
+    let s = app.commit().unwrap();
+    assert_eq!((s.appended, s.out_of_bounds), (1, 1));
+    assert_eq!(h.metrics().samples_out_of_bounds.get(), 1);
+}
+
+#[test]
+fn failed_wal_write_stores_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (h, _) = open_wal(dir.path(), i64::MIN);
+    let mut app = h.appender();
+    let r = app.series("m", &[]).unwrap();
+    // Fill the current segment, so the next commit must start a new one, and put a
+    // directory where that segment would go: creating it fails, as on a full disk.
+    for t in 0..2000 {
+        app.append(r, t, 1.0);
+    }
+    app.commit().unwrap();
+    let rows_before = h.metric("m").unwrap().snapshot().rows();
+    let next = h.wal().unwrap().segments().last().unwrap() + 1;
+    let blocker = crate::wal::segment_path(dir.path(), next);
+    std::fs::create_dir(&blocker).unwrap();
+    app.append(r, 5000, 1.0);
+    let result = app.commit();
+    assert!(
+        matches!(result, Err(AppendError::Storage { .. })),
+        "{result:?}"
+    );
+    assert!(
+        result
+            .unwrap_err()
+            .to_string()
+            .contains("cannot write the WAL")
+    );
+    assert_eq!(h.metric("m").unwrap().snapshot().rows(), rows_before);
+    assert_eq!(h.wal().unwrap().metrics().failures.get(), 1);
+    // Once the way is clear again, commits resume; a restart sees exactly what was stored.
+    std::fs::remove_dir(&blocker).unwrap();
+    app.append(r, 5001, 1.0);
+    assert_eq!(app.commit().unwrap().appended, 1);
+    let before = dump(&h);
+    drop(app);
+    drop(h);
+    let (h, _) = open_wal(dir.path(), i64::MIN);
+    assert_eq!(dump(&h), before);
 }
