@@ -96,7 +96,7 @@ impl RemoteWriteMetrics {
         );
         r.register(
             "samples_out_of_order",
-            "Remote-write samples dropped as older than their series' newest sample",
+            "Remote-write samples dropped as older than their series' newest sample, or than the time already cut into blocks",
             self.samples_out_of_order.clone(),
         );
         r.register(
@@ -119,7 +119,7 @@ pub struct WriteStats {
     pub series: usize,
     /// Samples appended.
     pub samples: u64,
-    /// Samples dropped as out of order.
+    /// Samples dropped as out of order, or older than the time already cut into blocks.
     pub out_of_order: u64,
     /// Native histogram samples dropped.
     pub histograms: u64,
@@ -243,7 +243,7 @@ fn write_inner(
         },
     })?;
     stats.samples = committed.appended;
-    stats.out_of_order = committed.out_of_order;
+    stats.out_of_order = committed.out_of_order + committed.out_of_bounds;
     for m in &request.metadata {
         if m.metric_family_name.is_empty() {
             continue;

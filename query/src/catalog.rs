@@ -10,8 +10,9 @@ use async_trait::async_trait;
 use datafusion::catalog::{CatalogProvider, SchemaProvider, TableProvider};
 use datafusion::common::DataFusionError;
 use storage::Head;
+use storage::block::Blocks;
 
-use crate::scan::HeadTable;
+use crate::scan::MetricTable;
 use crate::system::{SystemSchema, TargetsSource};
 
 /// Name of the catalog.
@@ -29,11 +30,16 @@ pub struct ArrowheadCatalog {
 }
 
 impl ArrowheadCatalog {
-    /// A catalog over the head and a targets source.
-    pub fn new(head: Arc<Head>, targets: Arc<dyn TargetsSource>) -> Self {
+    /// A catalog over the head, the blocks (if the replica has any) and a targets source.
+    pub fn new(
+        head: Arc<Head>,
+        blocks: Option<Arc<Blocks>>,
+        targets: Arc<dyn TargetsSource>,
+    ) -> Self {
         Self {
             metrics: Arc::new(MetricSchema {
                 head: Arc::clone(&head),
+                blocks,
             }),
             system: Arc::new(SystemSchema::new(head, targets)),
         }
@@ -54,26 +60,40 @@ impl CatalogProvider for ArrowheadCatalog {
     }
 }
 
-/// `public`: every metric in the head is a table.
+/// `public`: every metric in the head or in a block is a table.
 #[derive(Debug)]
 pub struct MetricSchema {
     head: Arc<Head>,
+    blocks: Option<Arc<Blocks>>,
 }
 
 #[async_trait]
 impl SchemaProvider for MetricSchema {
     fn table_names(&self) -> Vec<String> {
-        self.head.metric_names()
+        let mut names = self.head.metric_names();
+        if let Some(blocks) = &self.blocks {
+            names.extend(blocks.view().metric_names());
+            names.sort();
+            names.dedup();
+        }
+        names
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>, DataFusionError> {
-        Ok(self
-            .head
-            .metric(name)
-            .map(|m| Arc::new(HeadTable::new(m)) as Arc<dyn TableProvider>))
+        let view = self.blocks.as_ref().map(|b| b.view());
+        Ok(
+            MetricTable::new(self.head.metric(name), view.as_ref(), name)
+                .map(|t| Arc::new(t) as Arc<dyn TableProvider>),
+        )
     }
 
     fn table_exist(&self, name: &str) -> bool {
         self.head.metric(name).is_some()
+            || self.blocks.as_ref().is_some_and(|b| {
+                b.view()
+                    .blocks
+                    .iter()
+                    .any(|b| b.meta.metrics.contains_key(name))
+            })
     }
 }

@@ -31,6 +31,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 use storage::Head;
+use storage::block::Blocks;
 use storage::units::{ByteSize, Duration};
 
 use crate::catalog::{ArrowheadCatalog, CATALOG, METRICS_SCHEMA};
@@ -216,6 +217,16 @@ impl QueryEngine {
         targets: Arc<dyn TargetsSource>,
         config: &QueryConfig,
     ) -> Result<Self, QueryError> {
+        Self::with_blocks(head, None, targets, config)
+    }
+
+    /// An engine over the head and the blocks of a replica.
+    pub fn with_blocks(
+        head: Arc<Head>,
+        blocks: Option<Arc<Blocks>>,
+        targets: Arc<dyn TargetsSource>,
+        config: &QueryConfig,
+    ) -> Result<Self, QueryError> {
         let mut session = SessionConfig::new()
             .with_information_schema(true)
             .with_create_default_catalog_and_schema(false)
@@ -233,7 +244,10 @@ impl QueryEngine {
             .with_default_features()
             .build();
         let ctx = SessionContext::new_with_state(state);
-        ctx.register_catalog(CATALOG, Arc::new(ArrowheadCatalog::new(head, targets)));
+        ctx.register_catalog(
+            CATALOG,
+            Arc::new(ArrowheadCatalog::new(head, blocks, targets)),
+        );
         Ok(Self {
             ctx,
             metrics: QueryMetrics::default(),

@@ -1,7 +1,9 @@
-//! Metric tables: a DataFusion [`TableProvider`] over one metric of the head, and the
-//! [`HeadScanExec`] plan node that reads it.
+//! Metric tables: a DataFusion [`TableProvider`] over one metric, spanning the head (read by
+//! the [`HeadScanExec`] plan node) and the metric's Parquet files in blocks (read by
+//! DataFusion's Parquet source), united by a `UnionExec`. The head part is read only from the
+//! block view's `head_from` on, so no row is seen twice.
 //!
-//! Pushdown: DataFusion offers every `WHERE` conjunct to [`HeadTable::supports_filters_pushdown`].
+//! Pushdown: DataFusion offers every `WHERE` conjunct to [`MetricTable::supports_filters_pushdown`].
 //! Two kinds are taken (as `Inexact`: DataFusion still re-checks them, storage only uses them
 //! to skip work):
 //!
@@ -11,52 +13,146 @@
 //! * equality and inequality on label columns (`=`, `<>`, `IN`, `NOT IN` with string
 //!   literals), evaluated once per series and applied as a per-row mask.
 //!
-//! Only the projected columns are built, and label columns only for rows that survive. The
+//! Block files are skipped by their time range from `meta.json`; inside a file the same
+//! conjuncts prune row groups and pages by statistics. Only the projected columns are built,
+//! and label columns only for rows that survive. The
 //! node's `EXPLAIN` line shows what was pushed down; `EXPLAIN ANALYZE` shows `output_rows`
 //! and `chunks_pruned`.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::common::{Result, ScalarValue};
+use datafusion::common::{DFSchema, Result, ScalarValue};
 use datafusion::datasource::TableType;
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::object_store::ObjectStoreUrl;
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
+use datafusion::datasource::source::DataSourceExec;
 use datafusion::execution::TaskContext;
+use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{
     Between, BinaryExpr, Expr, Operator, TableProviderFilterPushDown, expr::InList,
 };
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricBuilder, MetricsSet};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::union::UnionExec;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
     SendableRecordBatchStream,
 };
+use storage::block::{BlockView, MetricFile};
 use storage::head::{LabelMatcher, MatchOp, MetricHead, MetricSnapshot, TimeRange};
-use storage::head::{TIMESTAMP_COLUMN, VALUE_COLUMN};
+use storage::head::{TIMESTAMP_COLUMN, VALUE_COLUMN, label_type, timestamp_type};
 
-/// One metric as a table. The schema is fixed when the table is resolved (at planning);
+/// One metric as a table: its rows in the head plus its files in blocks. The schema (the
+/// union of the label columns of both) is fixed when the table is resolved (at planning);
 /// labels that appear later show up in the next query.
 #[derive(Debug)]
-pub struct HeadTable {
-    metric: Arc<MetricHead>,
+pub struct MetricTable {
+    /// The metric's part of the head, if the head has it.
+    metric: Option<Arc<MetricHead>>,
+    /// The metric's block files, oldest first.
+    files: Vec<(PathBuf, MetricFile)>,
+    /// Head rows older than this are in `files` (the block view's bound).
+    head_from: i64,
     schema: SchemaRef,
 }
 
-impl HeadTable {
-    /// A table over `metric`, with its current schema.
-    pub fn new(metric: Arc<MetricHead>) -> Self {
-        let schema = metric.schema();
-        Self { metric, schema }
+impl MetricTable {
+    /// A table over the head's `metric` (if any) and the block files of the same metric.
+    /// `None` when neither exists.
+    pub fn new(
+        metric: Option<Arc<MetricHead>>,
+        view: Option<&BlockView>,
+        name: &str,
+    ) -> Option<Self> {
+        let files = view.map(|v| v.files(name)).unwrap_or_default();
+        if metric.is_none() && files.is_empty() {
+            return None;
+        }
+        let head_from = view.map_or(i64::MIN, |v| v.head_from);
+        let mut labels: Vec<String> = files
+            .iter()
+            .flat_map(|(_, f)| f.labels.iter().cloned())
+            .collect();
+        if let Some(m) = &metric {
+            labels.extend(
+                m.schema()
+                    .fields()
+                    .iter()
+                    .map(|f| f.name().clone())
+                    .filter(|n| n != TIMESTAMP_COLUMN && n != VALUE_COLUMN),
+            );
+        }
+        labels.sort();
+        labels.dedup();
+        let mut fields: Vec<Field> = labels
+            .iter()
+            .map(|l| Field::new(l, label_type(), true))
+            .collect();
+        fields.push(Field::new(TIMESTAMP_COLUMN, timestamp_type(), false));
+        fields.push(Field::new(VALUE_COLUMN, DataType::Float64, false));
+        Some(Self {
+            metric,
+            files,
+            head_from,
+            schema: Arc::new(Schema::new(fields)),
+        })
+    }
+
+    /// The block part of a scan: the files whose time range meets the pushed-down one, read
+    /// by DataFusion's Parquet source with the filters as a pruning predicate (row groups and
+    /// pages by statistics). Columns a file lacks read as NULL.
+    fn block_scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        time: TimeRange,
+        limit: Option<usize>,
+    ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+        if time.is_empty() {
+            return Ok(None);
+        }
+        let files: Vec<PartitionedFile> = self
+            .files
+            .iter()
+            .filter(|(_, f)| f.max_timestamp >= time.start && f.min_timestamp <= time.end)
+            .map(|(path, f)| PartitionedFile::new(path.to_string_lossy(), f.bytes))
+            .collect();
+        if files.is_empty() {
+            return Ok(None);
+        }
+        let mut source = ParquetSource::new(Arc::clone(&self.schema)).with_enable_page_index(true);
+        if let Some(predicate) = conjunction(filters.iter().cloned()) {
+            let df_schema = DFSchema::try_from(self.schema.as_ref().clone())?;
+            source = source.with_predicate(state.create_physical_expr(predicate, &df_schema)?);
+        }
+        let n = state.config().target_partitions().clamp(1, files.len());
+        let mut groups = vec![Vec::new(); n];
+        for (i, file) in files.into_iter().enumerate() {
+            groups[i % n].push(file);
+        }
+        let config =
+            FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), Arc::new(source))
+                .with_file_groups(groups.into_iter().map(FileGroup::new).collect())
+                .with_projection_indices(projection.cloned())?
+                .with_limit(limit)
+                .build();
+        Ok(Some(DataSourceExec::from_data_source(config)))
     }
 }
 
 #[async_trait]
-impl TableProvider for HeadTable {
+impl TableProvider for MetricTable {
     fn schema(&self) -> SchemaRef {
         Arc::clone(&self.schema)
     }
@@ -93,11 +189,26 @@ impl TableProvider for HeadTable {
             None => Arc::clone(&self.schema),
         };
         let pushdown = Pushdown::from_filters(filters, &self.schema);
-        let snapshot = self.metric.snapshot();
-        let target = state.config().target_partitions().max(1);
-        Ok(Arc::new(HeadScanExec::new(
-            snapshot, projected, pushdown, limit, target,
-        )))
+        let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
+        if let Some(plan) = self.block_scan(state, projection, filters, pushdown.time, limit)? {
+            inputs.push(plan);
+        }
+        if let Some(metric) = &self.metric {
+            let mut head_pushdown = pushdown.clone();
+            head_pushdown.time.start = head_pushdown.time.start.max(self.head_from);
+            let target = state.config().target_partitions().max(1);
+            inputs.push(Arc::new(HeadScanExec::new(
+                metric.snapshot(),
+                Arc::clone(&projected),
+                head_pushdown,
+                limit,
+                target,
+            )));
+        }
+        if inputs.is_empty() {
+            return Ok(Arc::new(EmptyExec::new(projected)));
+        }
+        UnionExec::try_new(inputs)
     }
 }
 

@@ -19,8 +19,8 @@
 //!
 //! Start-up replays the WAL (`<storage.path>/wal`) into the head before anything listens.
 //!
-//! Background loops owned here: WAL sync (every `storage.wal_sync_interval`), retention over
-//! the head (once a minute).
+//! Background loops owned here: WAL sync (every `storage.wal_sync_interval`), block cuts
+//! (every `storage.block_duration`), retention over blocks and head (once a minute).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -37,6 +37,7 @@ use prometheus_client::registry::Registry;
 use query::QueryEngine;
 use query::flight_sql::FlightSqlServer;
 use query::system::{TargetRow, TargetsSource};
+use storage::block::Blocks;
 use storage::wal::WalConfig;
 use storage::{DataDir, Head, HeadConfig, Labels};
 use tokio::net::TcpListener;
@@ -93,6 +94,10 @@ async fn serve(
             p.display().to_string()
         });
     let data_dir = DataDir::open(&config.storage.path)?;
+    let blocks = Arc::new(
+        Blocks::open(data_dir.path())
+            .with_context(|| format!("cannot open the blocks in {}", data_dir.path().display()))?,
+    );
     let wal_dir = data_dir.path().join("wal");
     let (head, _replayed) = Head::open(
         HeadConfig {
@@ -101,7 +106,7 @@ async fn serve(
         },
         &wal_dir,
         WalConfig::default(),
-        i64::MIN,
+        blocks.head_from(),
     )
     .with_context(|| format!("cannot open the WAL in {}", wal_dir.display()))?;
     let head = Arc::new(head);
@@ -121,8 +126,9 @@ async fn serve(
     let scrapes = Arc::new(
         ScrapeManager::new(Arc::clone(&head), &external_labels).map_err(anyhow::Error::msg)?,
     );
-    let engine = QueryEngine::new(
+    let engine = QueryEngine::with_blocks(
         Arc::clone(&head),
+        Some(Arc::clone(&blocks)),
         Arc::new(ScrapeTargets(Arc::clone(&scrapes))),
         &config.query,
     )?;
@@ -132,6 +138,7 @@ async fn serve(
     if let Some(wal) = head.wal() {
         wal.metrics().register(&mut registry);
     }
+    blocks.metrics().register(&mut registry);
     scrapes.metrics().register(&mut registry);
     engine.metrics().register(&mut registry);
     let reloader = Arc::new(Reloader {
@@ -177,9 +184,17 @@ async fn serve(
     let retention = config.storage.retention.get();
     let _retention_task = (!retention.is_zero()).then(|| {
         let head = Arc::clone(&head);
+        let blocks = Arc::clone(&blocks);
         #[allow(clippy::disallowed_methods)] // owned by an AbortOnDropHandle
-        AbortOnDropHandle::new(tokio::spawn(retention_loop(head, retention)))
+        AbortOnDropHandle::new(tokio::spawn(retention_loop(head, blocks, retention)))
     });
+    let _cut_task = {
+        let head = Arc::clone(&head);
+        let blocks = Arc::clone(&blocks);
+        let every = config.storage.block_duration.get();
+        #[allow(clippy::disallowed_methods)] // owned by an AbortOnDropHandle
+        AbortOnDropHandle::new(tokio::spawn(cut_loop(head, blocks, every)))
+    };
 
     let _wal_sync_task = {
         let head = Arc::clone(&head);
@@ -240,9 +255,9 @@ async fn sync_wal(head: Arc<Head>) {
     }
 }
 
-/// Until blocks exist the head is the only store, so `storage.retention` bounds it: once a
-/// minute, chunks entirely older than the retention are dropped.
-async fn retention_loop(head: Arc<Head>, retention: Duration) {
+/// Once a minute, whole blocks whose newest sample is older than `storage.retention` are
+/// deleted, and so are head chunks that old (a head holds them only when no cut ran yet).
+async fn retention_loop(head: Arc<Head>, blocks: Arc<Blocks>, retention: Duration) {
     let mut ticker = tokio::time::interval(Duration::from_secs(60));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -255,6 +270,39 @@ async fn retention_loop(head: Arc<Head>, retention: Duration) {
                 samples = dropped,
                 "retention removed old samples from the head"
             );
+        }
+        let blocks = Arc::clone(&blocks);
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || blocks.delete_before(cut)).await {
+            warn!(error = %e, "retention could not delete a block; will retry");
+        }
+    }
+}
+
+/// How long after a block's range ends it is cut: samples may arrive that late (a slow
+/// scrape, a remote-write sender catching up) and still be accepted.
+fn cut_delay(block: Duration) -> Duration {
+    (block / 2).min(Duration::from_secs(300))
+}
+
+/// Cuts the head into a block at every multiple of `storage.block_duration` (plus
+/// [`cut_delay`]). Encoding runs on the blocking pool: scrapes never wait for it.
+async fn cut_loop(head: Arc<Head>, blocks: Arc<Blocks>, block: Duration) {
+    let block_ms = i64::try_from(block.as_millis()).unwrap_or(i64::MAX).max(1);
+    let delay_ms = i64::try_from(cut_delay(block).as_millis()).unwrap_or(0);
+    let mut ticker = tokio::time::interval(
+        (block / 8).clamp(Duration::from_millis(100), Duration::from_secs(30)),
+    );
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let now = ingest::scrape::unix_ms();
+        let end = (now - delay_ms).div_euclid(block_ms) * block_ms;
+        if end <= blocks.head_from() {
+            continue;
+        }
+        let (head, blocks) = (Arc::clone(&head), Arc::clone(&blocks));
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || blocks.cut(&head, end)).await {
+            warn!(error = %e, "cannot write a block; the head keeps the data and the cut is retried");
         }
     }
 }

@@ -205,6 +205,35 @@ impl Head {
         self.min_valid_ts.load(Ordering::Relaxed)
     }
 
+    /// Closes the time before `end` to appends, before that time is cut into a block: no
+    /// commit is in flight once this returns (commits hold the WAL), so a snapshot taken
+    /// afterwards holds every sample before `end` there will ever be. Then starts a new WAL
+    /// segment, so the older ones become removable once the block is durable.
+    pub fn close_before(&self, end: i64) -> std::io::Result<()> {
+        match &self.wal {
+            Some(wal) => {
+                let writer = wal.lock()?;
+                self.set_min_valid_timestamp(end);
+                drop(writer);
+                wal.rotate()
+            }
+            None => {
+                self.set_min_valid_timestamp(end);
+                Ok(())
+            }
+        }
+    }
+
+    /// True when some chunk of the head holds a sample older than `end` (it may be one
+    /// already cut into a block: chunks are dropped whole).
+    pub fn has_samples_before(&self, end: i64) -> bool {
+        self.all_metrics().iter().any(|m| {
+            let state = m.state.lock();
+            state.sealed.iter().any(|c| c.min_ts < end)
+                || (state.open.len() > 0 && state.open.min_ts < end)
+        })
+    }
+
     /// Raises the oldest timestamp an append may carry; it never goes down. Called when the
     /// time before `timestamp` is cut into a block.
     pub fn set_min_valid_timestamp(&self, timestamp: i64) {

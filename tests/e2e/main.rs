@@ -9,6 +9,7 @@ mod support;
 
 mod adbc;
 mod cli;
+mod durability;
 mod lifecycle;
 mod remote_write;
 mod scrape;

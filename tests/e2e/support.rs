@@ -57,8 +57,24 @@ pub(crate) struct Replica {
 impl Replica {
     /// Starts a replica with `config` (None: the embedded default) and waits until it is ready.
     pub(crate) async fn start(config: Option<&str>) -> Replica {
-        init_tls();
         let dir = tempfile::tempdir().unwrap();
+        if let Some(config) = config {
+            std::fs::write(dir.path().join("arrowhead.yml"), config).unwrap();
+        }
+        Replica::start_in(dir).await
+    }
+
+    /// Kills the replica if it runs (SIGKILL), then starts a new one on the same data
+    /// directory and configuration, on new ports.
+    pub(crate) async fn restart(mut self) -> Replica {
+        self.stop("KILL", Duration::from_secs(10));
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        Replica::start_in(dir).await
+    }
+
+    /// Starts a replica in `dir`, with `dir/arrowhead.yml` when it exists.
+    async fn start_in(dir: tempfile::TempDir) -> Replica {
+        init_tls();
         let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let flight: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let mut cmd = Command::new(arrowhead_bin());
@@ -71,11 +87,16 @@ impl Replica {
             .arg(flight.to_string())
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("stderr.log")).unwrap());
-        if let Some(config) = config {
-            let path = dir.path().join("arrowhead.yml");
-            std::fs::write(&path, config).unwrap();
-            cmd.arg("--config").arg(&path);
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(dir.path().join("stderr.log"))
+                    .unwrap(),
+            );
+        let config = dir.path().join("arrowhead.yml");
+        if config.exists() {
+            cmd.arg("--config").arg(&config);
         }
         let child = cmd.spawn().expect("start arrowhead");
         let mut replica = Replica {

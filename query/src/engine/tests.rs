@@ -421,3 +421,103 @@ fn statement_kinds_are_named() {
     );
     assert_eq!(statement_kind(&parse("drop schema s")), "DROP SCHEMA");
 }
+
+/// A head whose older half was cut into blocks: `m` has `host` everywhere, `zone` only in
+/// the block and `rack` only in the head; `gone` lives in the block only.
+fn head_and_blocks(dir: &std::path::Path) -> QueryEngine {
+    let head = Arc::new(Head::new(HeadConfig {
+        chunk_rows: 8,
+        max_series: 0,
+    }));
+    let blocks = Arc::new(storage::block::Blocks::open(dir).unwrap());
+    let mut app = head.appender();
+    for h in ["a", "b"] {
+        let r = app.series("m", &[("host", h), ("zone", "z1")]).unwrap();
+        for t in 0..10 {
+            app.append(r, t * 1000, t as f64);
+        }
+    }
+    let g = app.series("gone", &[("x", "1")]).unwrap();
+    app.append(g, 500, 7.0);
+    app.commit().unwrap();
+    // 0..5 s goes to a block; the head still holds those chunks' rows until truncation,
+    // and must not show them twice.
+    blocks.cut(&head, 5_000).unwrap().unwrap();
+    for h in ["a", "b"] {
+        let r = app.series("m", &[("host", h), ("rack", "r9")]).unwrap();
+        for t in 10..15 {
+            app.append(r, t * 1000, t as f64);
+        }
+    }
+    app.commit().unwrap();
+    QueryEngine::with_blocks(
+        head,
+        Some(blocks),
+        Arc::new(NoTargets),
+        &QueryConfig::default(),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn tables_span_head_and_blocks_without_duplicates_and_widen() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = head_and_blocks(dir.path());
+    // 2 hosts × 10 samples in the first series, 2 × 5 in the second.
+    assert_eq!(scalar_i64(&e, "SELECT count(*) FROM m").await, 30);
+    assert_eq!(
+        scalar_i64(&e, "SELECT count(DISTINCT (host, timestamp)) FROM m").await,
+        30
+    );
+    assert_eq!(
+        scalar_f64(&e, "SELECT sum(value) FROM m").await,
+        2.0 * (45.0 + 60.0)
+    );
+    // Columns from the block and from the head, in name order.
+    let planned = e.plan("SELECT * FROM m").await.unwrap();
+    let names: Vec<String> = planned
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    assert_eq!(names, vec!["host", "rack", "zone", "timestamp", "value"]);
+    assert_eq!(
+        scalar_i64(&e, "SELECT count(*) FROM m WHERE zone = 'z1'").await,
+        20
+    );
+    assert_eq!(
+        scalar_i64(&e, "SELECT count(*) FROM m WHERE rack = 'r9'").await,
+        10
+    );
+    assert_eq!(
+        scalar_i64(&e, "SELECT count(*) FROM m WHERE rack IS NULL").await,
+        20
+    );
+    // Time bounds on either side of the cut, and across it.
+    let at = |s: i64| format!("to_timestamp_millis({})", s * 1000);
+    for (lo, hi, want) in [(0, 4, 10), (5, 9, 10), (3, 11, 18), (20, 30, 0)] {
+        let sql = format!(
+            "SELECT count(*) FROM m WHERE timestamp >= {} AND timestamp <= {}",
+            at(lo),
+            at(hi)
+        );
+        assert_eq!(scalar_i64(&e, &sql).await, want, "{sql}");
+    }
+    // A metric only blocks hold is a table too.
+    assert_eq!(scalar_f64(&e, "SELECT sum(value) FROM gone").await, 7.0);
+    let tables = run(&e, "SHOW TABLES").await.unwrap();
+    let text = arrow::util::pretty::pretty_format_batches(&tables)
+        .unwrap()
+        .to_string();
+    assert!(text.contains("gone") && text.contains("| m "), "{text}");
+    // Labels come out as plain strings from blocks as from the head.
+    let b = run(
+        &e,
+        "SELECT host, zone FROM m WHERE timestamp < to_timestamp_millis(1000) ORDER BY host",
+    )
+    .await
+    .unwrap();
+    assert_eq!(b[0].column(0).data_type(), &DataType::Utf8);
+    assert_eq!(b[0].column(1).as_string::<i32>().value(0), "z1");
+}

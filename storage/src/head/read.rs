@@ -355,3 +355,77 @@ fn label_keys(
     };
     DictionaryArray::try_new(Int32Array::new(keys.into(), nulls), Arc::clone(&col.values))
 }
+
+impl MetricSnapshot {
+    /// All rows with `start <= timestamp < end`, as one batch sorted by series (label values in
+    /// column-name order, a missing label first) then time: the layout of a block file. Label
+    /// columns no such row has are left out. `None` when no row is in range.
+    pub fn sorted_rows(&self, start: i64, end: i64) -> Result<Option<RecordBatch>, ArrowError> {
+        let mut rows: Vec<(u32, i64, f64)> = Vec::new();
+        for chunk in &self.chunks {
+            if chunk.max_ts < start || chunk.min_ts >= end {
+                continue;
+            }
+            for i in 0..chunk.len() {
+                let t = chunk.timestamps[i];
+                if start <= t && t < end {
+                    rows.push((chunk.series[i], t, chunk.values[i]));
+                }
+            }
+        }
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        // Rank the series present by their label values, so similar series sit together.
+        let mut present: Vec<u32> = rows.iter().map(|r| r.0).collect();
+        present.sort_unstable();
+        present.dedup();
+        let columns = &self.labels.columns;
+        present.sort_by(|&a, &b| {
+            columns
+                .iter()
+                .map(|c| value_of(c, a).cmp(&value_of(c, b)))
+                .find(|o| o.is_ne())
+                .unwrap_or(std::cmp::Ordering::Equal)
+        });
+        let mut rank = vec![0u32; self.labels.series_count];
+        for (i, &sid) in present.iter().enumerate() {
+            rank[sid as usize] = i as u32;
+        }
+        rows.sort_unstable_by_key(|&(sid, t, _)| (rank[sid as usize], t));
+
+        let series: ScalarBuffer<u32> = rows.iter().map(|r| r.0).collect();
+        let mut fields = Vec::new();
+        let mut arrays: Vec<ArrayRef> = Vec::new();
+        for col in columns {
+            if present.iter().all(|&sid| value_of(col, sid).is_none()) {
+                continue;
+            }
+            fields.push(Field::new(&col.column, label_type(), true));
+            arrays.push(Arc::new(label_keys(col, &series)?));
+        }
+        fields.push(Field::new(TIMESTAMP_COLUMN, timestamp_type(), false));
+        arrays.push(Arc::new(
+            TimestampMillisecondArray::from_iter_values(rows.iter().map(|r| r.1))
+                .with_timezone("UTC"),
+        ));
+        fields.push(Field::new(VALUE_COLUMN, DataType::Float64, false));
+        arrays.push(Arc::new(Float64Array::from_iter_values(
+            rows.iter().map(|r| r.2),
+        )));
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).map(Some)
+    }
+}
+
+/// The value a series has in a label column, if any.
+fn value_of(col: &ColumnSnapshot, sid: u32) -> Option<&str> {
+    let v = *col.per_series.get(sid as usize)?;
+    if v == NO_VALUE {
+        return None;
+    }
+    let values = col
+        .values
+        .as_any()
+        .downcast_ref::<arrow::array::StringArray>()?;
+    Some(values.value(v as usize))
+}

@@ -1,0 +1,616 @@
+//! Blocks: the head cut into immutable Parquet files, one directory per time range.
+//!
+//! ```text
+//!  cut loop ─► Blocks::cut(head, end)
+//!               1. head.close_before(end)     appends older than `end` are refused from now on
+//!               2. per metric: snapshot → sorted_rows([head_from, end)) → <id>.tmp/<metric>.parquet
+//!               3. meta.json last; fsync files; rename <id>.tmp → <id>; fsync blocks/
+//!               4. register the block and move the head's read bound to `end`, atomically
+//!               5. drop head chunks older than `end`; delete WAL segments older than `end`
+//!  query   ─► Blocks::view() ─► files per metric + the time from which the head is read
+//! ```
+//!
+//! The on-disk layout is specified in `block.md` beside this file.
+//!
+//! * **One file per metric.** A block directory holds one Parquet file per metric, with that
+//!   metric's label columns only: a query reads the files of the tables it names, and each
+//!   file's schema is exactly its metric's. The alternative (one file per block with a metric
+//!   column) would give every file the union of all label columns of all metrics.
+//! * **Consistency.** Queries see a block's rows either in the head or in the block, never
+//!   both and never neither: step 4 swaps them under one lock, and head reads are bounded by
+//!   the view's `head_from`.
+//! * **Faults.** A block whose `meta.json` is missing, unreadable or names files that are
+//!   not there is moved to `<data>/corrupted/` at start-up, logged and counted; the rest is
+//!   served. Leftover `*.tmp` directories (a cut interrupted by a crash) are removed: their
+//!   samples are still in the WAL.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use parking_lot::{Mutex, RwLock};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, Encoding, ZstdLevel};
+use parquet::file::metadata::SortingColumn;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+
+use crate::head::{Head, TIMESTAMP_COLUMN, VALUE_COLUMN};
+use crate::wal::sync_dir;
+
+/// Version of `meta.json` written by this code.
+pub const META_VERSION: u32 = 1;
+/// Name of the metadata file, written last.
+pub const META_FILE: &str = "meta.json";
+
+/// Errors of block writing and loading.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file system operation failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The underlying error.
+        source: io::Error,
+    },
+    /// Parquet encoding failed.
+    #[error("cannot write {path}: {source}")]
+    Parquet {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: parquet::errors::ParquetError,
+    },
+    /// Reading a metric from the head failed.
+    #[error("cannot read metric {metric} from the head: {source}")]
+    Head {
+        /// The metric.
+        metric: String,
+        /// The underlying error.
+        source: arrow::error::ArrowError,
+    },
+}
+
+/// `Result` of this module.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> Error + '_ {
+    move |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// `meta.json`: what a block holds. Written last; a block directory without it is not a block.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlockMeta {
+    /// Format version ([`META_VERSION`]).
+    pub version: u32,
+    /// The block's ULID, also its directory name.
+    pub id: String,
+    /// Start of the time range the block was cut for (ms, inclusive).
+    pub range_start: i64,
+    /// End of the time range the block was cut for (ms, exclusive).
+    pub range_end: i64,
+    /// Oldest sample (ms).
+    pub min_timestamp: i64,
+    /// Newest sample (ms).
+    pub max_timestamp: i64,
+    /// Samples in the block.
+    pub rows: u64,
+    /// Bytes of all its Parquet files.
+    pub bytes: u64,
+    /// Compaction level: 1 for a block cut from the head.
+    pub level: u32,
+    /// One entry per metric, by metric name.
+    pub metrics: BTreeMap<String, MetricFile>,
+}
+
+/// One metric's file in a block.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricFile {
+    /// File name inside the block directory (see [`file_name`]).
+    pub file: String,
+    /// Samples in the file.
+    pub rows: u64,
+    /// File size in bytes.
+    pub bytes: u64,
+    /// Label columns of the file, sorted (the table columns other than timestamp and value).
+    pub labels: Vec<String>,
+    /// Oldest sample (ms).
+    pub min_timestamp: i64,
+    /// Newest sample (ms).
+    pub max_timestamp: i64,
+}
+
+/// A loaded block: its metadata and where it lives.
+#[derive(Debug)]
+pub struct Block {
+    /// The metadata.
+    pub meta: BlockMeta,
+    /// The block directory.
+    pub dir: PathBuf,
+}
+
+impl Block {
+    /// Path of a metric's file, when the block has that metric.
+    pub fn file(&self, metric: &str) -> Option<(PathBuf, &MetricFile)> {
+        let f = self.meta.metrics.get(metric)?;
+        Some((self.dir.join(&f.file), f))
+    }
+}
+
+/// The file name a metric is stored under: the name itself when it is a plain Prometheus
+/// metric name, otherwise every byte outside `[A-Za-z0-9_:]` percent-encoded. Names from
+/// remote write can hold anything; encoding keeps them inside the block directory (`/`, `.`
+/// and `%` are always encoded), and names too long for a file get a hash suffix instead.
+pub fn file_name(metric: &str) -> String {
+    let mut out = String::with_capacity(metric.len() + 8);
+    for b in metric.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'_' || b == b':' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    if out.len() > 200 {
+        let hash = crc32c::crc32c(metric.as_bytes());
+        out.truncate(180);
+        while !out.is_char_boundary(out.len()) {
+            out.pop();
+        }
+        out.push_str(&format!("~{hash:08x}"));
+    }
+    out.push_str(".parquet");
+    out
+}
+
+/// A consistent view for one query: the blocks, and the time from which the head is read.
+#[derive(Debug, Clone)]
+pub struct BlockView {
+    /// Blocks, oldest first.
+    pub blocks: Vec<Arc<Block>>,
+    /// Head rows older than this are in blocks and must not be read from the head.
+    pub head_from: i64,
+}
+
+impl BlockView {
+    /// The files holding `metric`, oldest first.
+    pub fn files(&self, metric: &str) -> Vec<(PathBuf, MetricFile)> {
+        self.blocks
+            .iter()
+            .filter_map(|b| b.file(metric).map(|(p, f)| (p, f.clone())))
+            .collect()
+    }
+
+    /// Every metric name in any block.
+    pub fn metric_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .blocks
+            .iter()
+            .flat_map(|b| b.meta.metrics.keys().cloned())
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+}
+
+/// Block counters, exported as `arrowhead_blocks_*`.
+#[derive(Debug, Clone, Default)]
+pub struct BlockMetrics {
+    /// Blocks written from the head.
+    pub cuts: Counter,
+    /// Cuts that failed (the data stays in the head and the WAL; the cut is retried).
+    pub cut_failures: Counter,
+    /// Blocks moved to `corrupted/`.
+    pub corrupted: Counter,
+    /// Blocks deleted by retention.
+    pub deleted: Counter,
+    /// Blocks loaded now.
+    pub loaded: Gauge,
+    /// Bytes of the loaded blocks.
+    pub bytes: Gauge,
+}
+
+impl BlockMetrics {
+    /// Registers the counters.
+    pub fn register(&self, registry: &mut Registry) {
+        let r = registry.sub_registry_with_prefix("arrowhead_blocks");
+        r.register("cuts", "Blocks written from the head", self.cuts.clone());
+        r.register(
+            "cut_failures",
+            "Block cuts that failed and will be retried",
+            self.cut_failures.clone(),
+        );
+        r.register(
+            "corrupted",
+            "Blocks moved to the corrupted directory",
+            self.corrupted.clone(),
+        );
+        r.register(
+            "deleted",
+            "Blocks deleted by retention",
+            self.deleted.clone(),
+        );
+        r.register("loaded", "Blocks being served", self.loaded.clone());
+        r.register("bytes", "Bytes of the blocks served", self.bytes.clone());
+    }
+}
+
+/// The blocks of a data directory. Shared by the cut loop (writes) and queries (reads).
+#[derive(Debug)]
+pub struct Blocks {
+    /// `<data>/blocks`.
+    dir: PathBuf,
+    /// `<data>/corrupted`.
+    corrupted_dir: PathBuf,
+    /// What queries see; replaced whole under the write lock.
+    state: RwLock<BlockView>,
+    /// One cut or retention pass at a time.
+    writer: Mutex<()>,
+    metrics: BlockMetrics,
+}
+
+impl Blocks {
+    /// Loads the blocks under `data_dir/blocks`, removing interrupted cuts and moving broken
+    /// blocks to `data_dir/corrupted`.
+    pub fn open(data_dir: &Path) -> Result<Self> {
+        let dir = data_dir.join("blocks");
+        let corrupted_dir = data_dir.join("corrupted");
+        std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        let metrics = BlockMetrics::default();
+        let mut blocks = Vec::new();
+        for entry in std::fs::read_dir(&dir).map_err(io_err(&dir))? {
+            let entry = entry.map_err(io_err(&dir))?;
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".tmp") {
+                warn!(dir = %path.display(), "removing an interrupted block cut");
+                std::fs::remove_dir_all(&path).map_err(io_err(&path))?;
+                continue;
+            }
+            if !path.is_dir() {
+                continue;
+            }
+            match load_block(&path, &name) {
+                Ok(meta) => blocks.push(Arc::new(Block { meta, dir: path })),
+                Err(reason) => {
+                    move_aside(&path, &corrupted_dir, &name, &reason)?;
+                    metrics.corrupted.inc();
+                }
+            }
+        }
+        blocks.sort_by_key(|b| (b.meta.range_start, b.meta.id.clone()));
+        let head_from = blocks
+            .iter()
+            .map(|b| b.meta.range_end)
+            .max()
+            .unwrap_or(i64::MIN);
+        metrics.loaded.set(blocks.len() as i64);
+        metrics
+            .bytes
+            .set(blocks.iter().map(|b| b.meta.bytes as i64).sum());
+        Ok(Self {
+            dir,
+            corrupted_dir,
+            state: RwLock::new(BlockView { blocks, head_from }),
+            writer: Mutex::new(()),
+            metrics,
+        })
+    }
+
+    /// The counters.
+    pub fn metrics(&self) -> &BlockMetrics {
+        &self.metrics
+    }
+
+    /// What a query reads: a snapshot of the block list and the head's read bound.
+    pub fn view(&self) -> BlockView {
+        self.state.read().clone()
+    }
+
+    /// End of the newest block's range: the head holds what is at or after it.
+    pub fn head_from(&self) -> i64 {
+        self.state.read().head_from
+    }
+
+    /// Cuts everything in the head older than `end` into a new block (see the module docs).
+    /// Returns the block, or `None` when there was nothing to cut.
+    pub fn cut(&self, head: &Head, end: i64) -> Result<Option<Arc<Block>>> {
+        let _writer = self.writer.lock();
+        let start = self.head_from();
+        // Nothing to cut: leave the head open to older samples (a replica that just started
+        // accepts a backfill until its first block covers that time).
+        if end <= start || !head.has_samples_before(end) {
+            return Ok(None);
+        }
+        let result = self.cut_locked(head, start, end);
+        if result.is_err() {
+            self.metrics.cut_failures.inc();
+        }
+        result
+    }
+
+    fn cut_locked(&self, head: &Head, start: i64, end: i64) -> Result<Option<Arc<Block>>> {
+        let wal_dir = head.wal().map(|w| w.dir().to_path_buf());
+        head.close_before(end)
+            .map_err(io_err(wal_dir.as_deref().unwrap_or(Path::new("wal"))))?;
+        let id = ulid::Ulid::new().to_string();
+        let tmp = self.dir.join(format!("{id}.tmp"));
+        std::fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
+        let written = write_metrics(head, &tmp, start, end);
+        let metrics = match written {
+            Ok(m) => m,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&tmp);
+                return Err(e);
+            }
+        };
+        if metrics.is_empty() {
+            std::fs::remove_dir_all(&tmp).map_err(io_err(&tmp))?;
+            self.state.write().head_from = end;
+            return Ok(None);
+        }
+        let meta = BlockMeta {
+            version: META_VERSION,
+            id: id.clone(),
+            range_start: start,
+            range_end: end,
+            min_timestamp: metrics.values().map(|m| m.min_timestamp).min().unwrap_or(0),
+            max_timestamp: metrics.values().map(|m| m.max_timestamp).max().unwrap_or(0),
+            rows: metrics.values().map(|m| m.rows).sum(),
+            bytes: metrics.values().map(|m| m.bytes).sum(),
+            level: 1,
+            metrics,
+        };
+        let final_dir = self.dir.join(&id);
+        if let Err(e) = publish(&tmp, &final_dir, &meta) {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
+        sync_dir(&self.dir).map_err(io_err(&self.dir))?;
+        let block = Arc::new(Block {
+            meta,
+            dir: final_dir,
+        });
+        {
+            let mut state = self.state.write();
+            state.blocks.push(Arc::clone(&block));
+            state.head_from = end;
+            self.metrics.loaded.set(state.blocks.len() as i64);
+            self.metrics
+                .bytes
+                .set(state.blocks.iter().map(|b| b.meta.bytes as i64).sum());
+        }
+        self.metrics.cuts.inc();
+        head.truncate(end);
+        if let Some(wal) = head.wal()
+            && let Err(e) = wal.remove_segments_before(end)
+        {
+            warn!(error = %e, "cannot remove persisted WAL segments; will retry at the next cut");
+        }
+        info!(
+            block = %block.meta.id,
+            rows = block.meta.rows,
+            bytes = block.meta.bytes,
+            metrics = block.meta.metrics.len(),
+            "block written"
+        );
+        Ok(Some(block))
+    }
+
+    /// Deletes every block whose newest sample is older than `min_timestamp`; whole blocks
+    /// only. Returns how many went. Queries already running keep reading files they opened.
+    pub fn delete_before(&self, min_timestamp: i64) -> Result<usize> {
+        let _writer = self.writer.lock();
+        let doomed: Vec<Arc<Block>> = {
+            let mut state = self.state.write();
+            let (gone, kept): (Vec<_>, Vec<_>) = state
+                .blocks
+                .drain(..)
+                .partition(|b| b.meta.max_timestamp < min_timestamp);
+            state.blocks = kept;
+            self.metrics.loaded.set(state.blocks.len() as i64);
+            self.metrics
+                .bytes
+                .set(state.blocks.iter().map(|b| b.meta.bytes as i64).sum());
+            gone
+        };
+        for block in &doomed {
+            std::fs::remove_dir_all(&block.dir).map_err(io_err(&block.dir))?;
+            self.metrics.deleted.inc();
+            info!(block = %block.meta.id, "retention deleted a block");
+        }
+        if !doomed.is_empty() {
+            sync_dir(&self.dir).map_err(io_err(&self.dir))?;
+        }
+        Ok(doomed.len())
+    }
+
+    /// Where broken blocks go.
+    pub fn corrupted_dir(&self) -> &Path {
+        &self.corrupted_dir
+    }
+}
+
+/// Writes one Parquet file per metric with rows in `[start, end)`.
+fn write_metrics(
+    head: &Head,
+    dir: &Path,
+    start: i64,
+    end: i64,
+) -> Result<BTreeMap<String, MetricFile>> {
+    let mut out = BTreeMap::new();
+    for metric in head.all_metrics() {
+        let snapshot = metric.snapshot();
+        let batch = snapshot
+            .sorted_rows(start, end)
+            .map_err(|source| Error::Head {
+                metric: metric.name().to_string(),
+                source,
+            })?;
+        let Some(batch) = batch else { continue };
+        let file = file_name(metric.name());
+        let path = dir.join(&file);
+        let bytes = write_parquet(&path, &batch)?;
+        let ts = batch.column_by_name(TIMESTAMP_COLUMN).and_then(|c| {
+            c.as_any()
+                .downcast_ref::<arrow::array::TimestampMillisecondArray>()
+        });
+        let (min_ts, max_ts) = ts
+            .map(|a| {
+                (
+                    arrow::compute::min(a).unwrap_or(0),
+                    arrow::compute::max(a).unwrap_or(0),
+                )
+            })
+            .unwrap_or((0, 0));
+        let labels = batch
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .filter(|n| n != TIMESTAMP_COLUMN && n != VALUE_COLUMN)
+            .collect();
+        out.insert(
+            metric.name().to_string(),
+            MetricFile {
+                file,
+                rows: batch.num_rows() as u64,
+                bytes,
+                labels,
+                min_timestamp: min_ts,
+                max_timestamp: max_ts,
+            },
+        );
+    }
+    Ok(out)
+}
+
+/// Writer settings: ZSTD, dictionary-encoded labels, delta-encoded timestamps, byte-stream-split
+/// values, page-level statistics (so DataFusion's page index prunes by time and label), and
+/// the sort order recorded.
+pub fn writer_properties(batch: &RecordBatch) -> WriterProperties {
+    let schema = batch.schema();
+    let sorting = schema
+        .fields()
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| f.name() != VALUE_COLUMN)
+        .map(|(i, _)| SortingColumn {
+            column_idx: i as i32,
+            descending: false,
+            nulls_first: true,
+        })
+        .collect();
+    WriterProperties::builder()
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(3).expect("valid level"),
+        ))
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_sorting_columns(Some(sorting))
+        .set_column_dictionary_enabled(ColumnPath::from(TIMESTAMP_COLUMN), false)
+        .set_column_encoding(
+            ColumnPath::from(TIMESTAMP_COLUMN),
+            Encoding::DELTA_BINARY_PACKED,
+        )
+        .set_column_dictionary_enabled(ColumnPath::from(VALUE_COLUMN), false)
+        .set_column_encoding(ColumnPath::from(VALUE_COLUMN), Encoding::BYTE_STREAM_SPLIT)
+        .build()
+}
+
+/// Writes `batch` to `path` and fsyncs it; returns the file size.
+fn write_parquet(path: &Path, batch: &RecordBatch) -> Result<u64> {
+    let parquet_err = |source| Error::Parquet {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = File::create(path).map_err(io_err(path))?;
+    let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(writer_properties(batch)))
+        .map_err(parquet_err)?;
+    writer.write(batch).map_err(parquet_err)?;
+    let file = writer.into_inner().map_err(parquet_err)?;
+    file.sync_all().map_err(io_err(path))?;
+    Ok(file.metadata().map_err(io_err(path))?.len())
+}
+
+/// Writes `meta.json` into `tmp`, fsyncs it and the directory, and renames `tmp` to `dir`.
+fn publish(tmp: &Path, dir: &Path, meta: &BlockMeta) -> Result<()> {
+    let path = tmp.join(META_FILE);
+    let json = serde_json::to_vec_pretty(meta).expect("block meta serializes");
+    let mut file = File::create(&path).map_err(io_err(&path))?;
+    io::Write::write_all(&mut file, &json).map_err(io_err(&path))?;
+    file.sync_all().map_err(io_err(&path))?;
+    sync_dir(tmp).map_err(io_err(tmp))?;
+    std::fs::rename(tmp, dir).map_err(io_err(dir))?;
+    Ok(())
+}
+
+/// Reads and checks a block directory: `meta.json` parses, matches the directory name, and
+/// every file it names is a plain file name that exists with the recorded size.
+fn load_block(dir: &Path, name: &str) -> Result<BlockMeta, String> {
+    let path = dir.join(META_FILE);
+    let bytes = std::fs::read(&path).map_err(|e| format!("cannot read {META_FILE}: {e}"))?;
+    let meta: BlockMeta =
+        serde_json::from_slice(&bytes).map_err(|e| format!("invalid {META_FILE}: {e}"))?;
+    if meta.version != META_VERSION {
+        return Err(format!("unknown {META_FILE} version {}", meta.version));
+    }
+    if meta.id != name {
+        return Err(format!("{META_FILE} names block {:?}", meta.id));
+    }
+    for (metric, f) in &meta.metrics {
+        let plain = !f.file.is_empty()
+            && !f.file.contains('/')
+            && !f.file.contains('\\')
+            && f.file != "."
+            && f.file != ".."
+            && f.file != META_FILE;
+        if !plain {
+            return Err(format!("metric {metric:?} names file {:?}", f.file));
+        }
+        let size = std::fs::metadata(dir.join(&f.file))
+            .map_err(|e| format!("metric {metric:?}: file {}: {e}", f.file))?
+            .len();
+        if size != f.bytes {
+            return Err(format!(
+                "metric {metric:?}: file {} has {size} bytes, {META_FILE} says {}",
+                f.file, f.bytes
+            ));
+        }
+    }
+    Ok(meta)
+}
+
+/// Moves a broken block out of `blocks/`, so it is neither served nor lost.
+fn move_aside(path: &Path, corrupted_dir: &Path, name: &str, reason: &str) -> Result<()> {
+    std::fs::create_dir_all(corrupted_dir).map_err(io_err(corrupted_dir))?;
+    let mut target = corrupted_dir.join(name);
+    let mut n = 1;
+    while target.exists() {
+        target = corrupted_dir.join(format!("{name}.{n}"));
+        n += 1;
+    }
+    warn!(
+        block = %path.display(),
+        moved_to = %target.display(),
+        reason,
+        "corrupt block moved aside; serving the rest"
+    );
+    std::fs::rename(path, &target).map_err(io_err(&target))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,231 @@
+use std::fs::File;
+
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::{Float64Type, TimestampMillisecondType};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+use super::*;
+use crate::head::{Appender, HeadConfig};
+
+fn append(head: &Head, metric: &str, labels: &[(&str, &str)], samples: &[(i64, f64)]) {
+    let mut app = head.appender();
+    let r = app.series(metric, labels).unwrap();
+    for &(t, v) in samples {
+        app.append(r, t, v);
+    }
+    app.commit().unwrap();
+}
+
+/// (labels "k=v,…", timestamp, value) of every row of a Parquet file, in file order.
+fn read_file(path: &Path) -> Vec<(String, i64, f64)> {
+    let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(path).unwrap())
+        .unwrap()
+        .build()
+        .unwrap();
+    let mut out = Vec::new();
+    for batch in reader {
+        let batch = batch.unwrap();
+        let ts = batch
+            .column_by_name("timestamp")
+            .unwrap()
+            .as_primitive::<TimestampMillisecondType>();
+        let vs = batch
+            .column_by_name("value")
+            .unwrap()
+            .as_primitive::<Float64Type>();
+        let labels: Vec<(String, arrow::array::ArrayRef)> = batch
+            .schema()
+            .fields()
+            .iter()
+            .zip(batch.columns())
+            .filter(|(f, _)| f.name() != "timestamp" && f.name() != "value")
+            .map(|(f, c)| {
+                (
+                    f.name().clone(),
+                    arrow::compute::cast(c, &arrow::datatypes::DataType::Utf8).unwrap(),
+                )
+            })
+            .collect();
+        for i in 0..batch.num_rows() {
+            let l: Vec<String> = labels
+                .iter()
+                .filter(|(_, c)| c.is_valid(i))
+                .map(|(n, c)| format!("{n}={}", c.as_string::<i32>().value(i)))
+                .collect();
+            out.push((l.join(","), ts.value(i), vs.value(i)));
+        }
+    }
+    out
+}
+
+#[test]
+fn file_names_are_plain_and_stay_inside_the_block() {
+    assert_eq!(
+        file_name("node_cpu_seconds_total"),
+        "node_cpu_seconds_total.parquet"
+    );
+    assert_eq!(file_name("job:up:ratio"), "job:up:ratio.parquet");
+    assert_eq!(file_name("../etc/passwd"), "%2E%2E%2Fetc%2Fpasswd.parquet");
+    assert_eq!(file_name("a%2F"), "a%252F.parquet");
+    assert_ne!(file_name("a.b"), file_name("a%2Eb"));
+    let long = "x".repeat(300);
+    let name = file_name(&long);
+    assert!(name.len() < 220 && name.ends_with(".parquet"));
+    assert_ne!(name, file_name(&"x".repeat(301)));
+}
+
+#[test]
+fn a_cut_writes_sorted_files_and_hands_the_range_over_from_the_head() {
+    let dir = tempfile::tempdir().unwrap();
+    let head = Head::new(HeadConfig::test_config());
+    let blocks = Blocks::open(dir.path()).unwrap();
+    append(
+        &head,
+        "up",
+        &[("job", "b"), ("instance", "1")],
+        &[(10, 1.0), (20, 1.0), (120, 1.0)],
+    );
+    append(
+        &head,
+        "up",
+        &[("job", "a"), ("instance", "2")],
+        &[(15, 0.0), (25, 1.0)],
+    );
+    append(&head, "up", &[("job", "a")], &[(16, 5.0)]);
+    append(&head, "late", &[("x", "y")], &[(150, 2.0)]);
+
+    let block = blocks.cut(&head, 100).unwrap().unwrap();
+    assert_eq!(block.meta.rows, 5);
+    assert_eq!(
+        (block.meta.min_timestamp, block.meta.max_timestamp),
+        (10, 25)
+    );
+    assert_eq!(
+        (block.meta.range_start, block.meta.range_end),
+        (i64::MIN, 100)
+    );
+    assert!(
+        !block.meta.metrics.contains_key("late"),
+        "nothing of it before 100"
+    );
+    let (path, file) = block.file("up").unwrap();
+    assert_eq!(file.labels, vec!["instance", "job"]);
+    // Sorted by label values in column order (a missing label first), then time.
+    assert_eq!(
+        read_file(&path),
+        vec![
+            ("job=a".to_string(), 16, 5.0),
+            ("instance=1,job=b".to_string(), 10, 1.0),
+            ("instance=1,job=b".to_string(), 20, 1.0),
+            ("instance=2,job=a".to_string(), 15, 0.0),
+            ("instance=2,job=a".to_string(), 25, 1.0),
+        ]
+    );
+    assert_eq!(blocks.head_from(), 100);
+    // The head refuses what the block now covers.
+    let mut app = head.appender();
+    let r = app.series("up", &[("job", "a")]).unwrap();
+    app.append(r, 99, 1.0);
+    assert_eq!(app.commit().unwrap().out_of_bounds, 1);
+
+    // A second cut covers only the time since the first.
+    let block2 = blocks.cut(&head, 200).unwrap().unwrap();
+    assert_eq!((block2.meta.range_start, block2.meta.rows), (100, 2));
+    assert_eq!(blocks.view().files("up").len(), 2);
+    assert_eq!(blocks.view().metric_names(), vec!["late", "up"]);
+    // Nothing left to cut.
+    assert!(blocks.cut(&head, 300).unwrap().is_none());
+    assert_eq!(blocks.head_from(), 300);
+
+    // Reopening finds both blocks and the same bound.
+    drop(blocks);
+    let blocks = Blocks::open(dir.path()).unwrap();
+    let view = blocks.view();
+    assert_eq!(view.blocks.len(), 2);
+    assert_eq!(view.head_from, 200);
+    assert_eq!(view.blocks[0].meta, block.meta);
+}
+
+#[test]
+fn broken_blocks_are_moved_aside_and_interrupted_cuts_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let head = Head::new(HeadConfig::test_config());
+    let blocks = Blocks::open(dir.path()).unwrap();
+    for i in 0..4 {
+        append(&head, "m", &[("i", &i.to_string())], &[(i * 100 + 1, 1.0)]);
+        blocks.cut(&head, i * 100 + 50).unwrap().unwrap();
+    }
+    let ids: Vec<PathBuf> = blocks.view().blocks.iter().map(|b| b.dir.clone()).collect();
+    drop(blocks);
+    // 0: meta.json unparsable; 1: a data file missing; 2: a file name escaping the block.
+    std::fs::write(ids[0].join(META_FILE), b"{not json").unwrap();
+    std::fs::remove_file(ids[1].join("m.parquet")).unwrap();
+    let meta_path = ids[2].join(META_FILE);
+    let text = std::fs::read_to_string(&meta_path)
+        .unwrap()
+        .replace("\"m.parquet\"", "\"../../lock\"");
+    std::fs::write(&meta_path, text).unwrap();
+    std::fs::create_dir_all(dir.path().join("blocks/01ABC.tmp")).unwrap();
+
+    let blocks = Blocks::open(dir.path()).unwrap();
+    let view = blocks.view();
+    assert_eq!(view.blocks.len(), 1);
+    assert_eq!(view.blocks[0].dir, ids[3]);
+    assert_eq!(blocks.metrics().corrupted.get(), 3);
+    assert_eq!(
+        std::fs::read_dir(blocks.corrupted_dir()).unwrap().count(),
+        3
+    );
+    assert!(!dir.path().join("blocks/01ABC.tmp").exists());
+}
+
+#[test]
+fn retention_deletes_whole_blocks_by_their_newest_sample() {
+    let dir = tempfile::tempdir().unwrap();
+    let head = Head::new(HeadConfig::test_config());
+    let blocks = Blocks::open(dir.path()).unwrap();
+    append(&head, "m", &[], &[(10, 1.0), (90, 1.0)]);
+    blocks.cut(&head, 100).unwrap();
+    append(&head, "m", &[], &[(110, 1.0), (190, 1.0)]);
+    blocks.cut(&head, 200).unwrap();
+    assert_eq!(blocks.delete_before(90).unwrap(), 0);
+    assert_eq!(blocks.delete_before(91).unwrap(), 1);
+    assert_eq!(blocks.view().blocks.len(), 1);
+    assert_eq!(blocks.metrics().deleted.get(), 1);
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("blocks"))
+            .unwrap()
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn a_cut_removes_the_wal_segments_it_persisted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (head, _) = Head::open(
+        HeadConfig::test_config(),
+        &dir.path().join("wal"),
+        crate::wal::WalConfig::default(),
+        i64::MIN,
+    )
+    .unwrap();
+    let blocks = Blocks::open(dir.path()).unwrap();
+    append(&head, "m", &[], &[(10, 1.0)]);
+    blocks.cut(&head, 100).unwrap().unwrap();
+    append(&head, "m", &[], &[(110, 1.0)]);
+    // The first segment (newest sample 10) went with the first cut; a restart replays only
+    // what is newer than the blocks.
+    assert_eq!(head.wal().unwrap().segments(), vec![2]);
+    drop(head);
+    let (head, stats) = Head::open(
+        HeadConfig::test_config(),
+        &dir.path().join("wal"),
+        crate::wal::WalConfig::default(),
+        blocks.head_from(),
+    )
+    .unwrap();
+    assert_eq!(stats.samples_restored, 1);
+    assert_eq!(stats.samples_skipped, 0);
+    assert_eq!(head.metric("m").unwrap().snapshot().rows(), 1);
+}
