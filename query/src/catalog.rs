@@ -39,9 +39,9 @@ impl ArrowheadCatalog {
         Self {
             metrics: Arc::new(MetricSchema {
                 head: Arc::clone(&head),
-                blocks,
+                blocks: blocks.clone(),
             }),
-            system: Arc::new(SystemSchema::new(head, targets)),
+            system: Arc::new(SystemSchema::new(head, blocks, targets)),
         }
     }
 }

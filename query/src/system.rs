@@ -3,7 +3,8 @@
 //! Each table is materialised when a query resolves it, from the live state of its owner:
 //! `system.targets` from the scrape manager (through [`TargetsSource`], which the binary
 //! implements over ingest, since this crate never depends on ingest) and `system.series` from
-//! the head (`system.metrics` joins each table with its family's `# TYPE`/`# HELP`/`# UNIT`).
+//! the head (`system.metrics` joins each table with its family's `# TYPE`/`# HELP`/`# UNIT`),
+//! `system.blocks` from the block set.
 //! They are small: one row per target, table or series.
 
 use std::fmt::Debug;
@@ -11,13 +12,14 @@ use std::sync::Arc;
 
 use arrow::array::{
     ArrayRef, Float64Builder, RecordBatch, StringBuilder, TimestampMillisecondBuilder,
-    UInt64Builder,
+    UInt32Builder, UInt64Builder,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use async_trait::async_trait;
 use datafusion::catalog::{MemTable, SchemaProvider, TableProvider};
 use datafusion::common::{DataFusionError, Result};
 use storage::Head;
+use storage::block::Blocks;
 use storage::head::timestamp_type;
 
 /// One row of `system.targets`.
@@ -61,15 +63,77 @@ impl TargetsSource for NoTargets {
 #[derive(Debug)]
 pub struct SystemSchema {
     head: Arc<Head>,
+    blocks: Option<Arc<Blocks>>,
     targets: Arc<dyn TargetsSource>,
 }
 
-const TABLES: [&str; 3] = ["metrics", "series", "targets"];
+const TABLES: [&str; 4] = ["blocks", "metrics", "series", "targets"];
 
 impl SystemSchema {
-    /// A schema over the head and a targets source.
-    pub fn new(head: Arc<Head>, targets: Arc<dyn TargetsSource>) -> Self {
-        Self { head, targets }
+    /// A schema over the head, the blocks (if any) and a targets source.
+    pub fn new(
+        head: Arc<Head>,
+        blocks: Option<Arc<Blocks>>,
+        targets: Arc<dyn TargetsSource>,
+    ) -> Self {
+        Self {
+            head,
+            blocks,
+            targets,
+        }
+    }
+
+    /// Every metric in the head or a block, sorted.
+    fn metric_names(&self) -> Vec<String> {
+        let mut names = self.head.metric_names();
+        if let Some(blocks) = &self.blocks {
+            names.extend(blocks.view().metric_names());
+            names.sort();
+            names.dedup();
+        }
+        names
+    }
+
+    /// One row per block served (`state` = `persisted`) and per block moved aside at start-up
+    /// (`corrupted`, its other columns NULL).
+    fn blocks_batch(&self) -> Result<RecordBatch> {
+        let mut id = StringBuilder::new();
+        let mut min = TimestampMillisecondBuilder::new().with_timezone("UTC");
+        let mut max = TimestampMillisecondBuilder::new().with_timezone("UTC");
+        let mut rows = UInt64Builder::new();
+        let mut bytes = UInt64Builder::new();
+        let mut level = UInt32Builder::new();
+        let mut state = StringBuilder::new();
+        if let Some(blocks) = &self.blocks {
+            for b in blocks.view().blocks {
+                id.append_value(&b.meta.id);
+                min.append_value(b.meta.min_timestamp);
+                max.append_value(b.meta.max_timestamp);
+                rows.append_value(b.meta.rows);
+                bytes.append_value(b.meta.bytes);
+                level.append_value(b.meta.level);
+                state.append_value("persisted");
+            }
+            for (name, _) in blocks.corrupted() {
+                id.append_value(name);
+                min.append_null();
+                max.append_null();
+                rows.append_null();
+                bytes.append_null();
+                level.append_null();
+                state.append_value("corrupted");
+            }
+        }
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(id.finish()),
+            Arc::new(min.finish()),
+            Arc::new(max.finish()),
+            Arc::new(rows.finish()),
+            Arc::new(bytes.finish()),
+            Arc::new(level.finish()),
+            Arc::new(state.finish()),
+        ];
+        Ok(RecordBatch::try_new(blocks_schema(), columns)?)
     }
 
     fn targets_batch(&self) -> Result<RecordBatch> {
@@ -111,7 +175,7 @@ impl SystemSchema {
         let mut help = StringBuilder::new();
         let mut unit = StringBuilder::new();
         let metadata = self.head.metadata();
-        for name in self.head.metric_names() {
+        for name in self.metric_names() {
             let m = metadata.for_table(&name).unwrap_or_default();
             metric.append_value(&name);
             kind.append_value(if m.kind.is_empty() {
@@ -156,6 +220,18 @@ impl SystemSchema {
     }
 }
 
+fn blocks_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Utf8, false),
+        Field::new("min_timestamp", timestamp_type(), true),
+        Field::new("max_timestamp", timestamp_type(), true),
+        Field::new("rows", DataType::UInt64, true),
+        Field::new("bytes", DataType::UInt64, true),
+        Field::new("level", DataType::UInt32, true),
+        Field::new("state", DataType::Utf8, false),
+    ]))
+}
+
 fn targets_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
         Field::new("job", DataType::Utf8, false),
@@ -196,6 +272,7 @@ impl SchemaProvider for SystemSchema {
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>, DataFusionError> {
         let batch = match name {
             "targets" => self.targets_batch()?,
+            "blocks" => self.blocks_batch()?,
             "series" => self.series_batch()?,
             "metrics" => self.metrics_batch()?,
             _ => return Ok(None),

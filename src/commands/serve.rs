@@ -182,11 +182,17 @@ async fn serve(
     }));
 
     let retention = config.storage.retention.get();
-    let _retention_task = (!retention.is_zero()).then(|| {
+    let retention_size = config.storage.retention_size.map(|s| s.bytes());
+    let _retention_task = (!retention.is_zero() || retention_size.is_some()).then(|| {
         let head = Arc::clone(&head);
         let blocks = Arc::clone(&blocks);
         #[allow(clippy::disallowed_methods)] // owned by an AbortOnDropHandle
-        AbortOnDropHandle::new(tokio::spawn(retention_loop(head, blocks, retention)))
+        AbortOnDropHandle::new(tokio::spawn(retention_loop(
+            head,
+            blocks,
+            retention,
+            retention_size,
+        )))
     });
     let _cut_task = {
         let head = Arc::clone(&head);
@@ -255,15 +261,25 @@ async fn sync_wal(head: Arc<Head>) {
     }
 }
 
-/// Once a minute, whole blocks whose newest sample is older than `storage.retention` are
-/// deleted, and so are head chunks that old (a head holds them only when no cut ran yet).
-async fn retention_loop(head: Arc<Head>, blocks: Arc<Blocks>, retention: Duration) {
+/// Once a minute: whole blocks whose newest sample is older than `storage.retention` (when
+/// not 0) are deleted, and so are head chunks that old (a head holds them only when no cut ran
+/// yet); then the oldest blocks while all blocks exceed `storage.retention_size` (when set).
+async fn retention_loop(
+    head: Arc<Head>,
+    blocks: Arc<Blocks>,
+    retention: Duration,
+    retention_size: Option<u64>,
+) {
     let mut ticker = tokio::time::interval(Duration::from_secs(60));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        let retention_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
-        let cut = ingest::scrape::unix_ms().saturating_sub(retention_ms);
+        let cut = if retention.is_zero() {
+            i64::MIN
+        } else {
+            let retention_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+            ingest::scrape::unix_ms().saturating_sub(retention_ms)
+        };
         let dropped = head.truncate(cut);
         if dropped > 0 {
             info!(
@@ -272,7 +288,15 @@ async fn retention_loop(head: Arc<Head>, blocks: Arc<Blocks>, retention: Duratio
             );
         }
         let blocks = Arc::clone(&blocks);
-        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || blocks.delete_before(cut)).await {
+        let deleted = tokio::task::spawn_blocking(move || {
+            blocks.delete_before(cut)?;
+            match retention_size {
+                Some(max) => blocks.delete_over_size(max),
+                None => Ok(0),
+            }
+        })
+        .await;
+        if let Ok(Err(e)) = deleted {
             warn!(error = %e, "retention could not delete a block; will retry");
         }
     }

@@ -261,6 +261,8 @@ pub struct Blocks {
     /// One cut or retention pass at a time.
     writer: Mutex<()>,
     metrics: BlockMetrics,
+    /// Blocks moved to `corrupted/` since start-up: (directory name, reason).
+    corrupted: Mutex<Vec<(String, String)>>,
 }
 
 impl Blocks {
@@ -272,6 +274,7 @@ impl Blocks {
         std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
         let metrics = BlockMetrics::default();
         let mut blocks = Vec::new();
+        let mut corrupted = Vec::new();
         for entry in std::fs::read_dir(&dir).map_err(io_err(&dir))? {
             let entry = entry.map_err(io_err(&dir))?;
             let path = entry.path();
@@ -289,6 +292,7 @@ impl Blocks {
                 Err(reason) => {
                     move_aside(&path, &corrupted_dir, &name, &reason)?;
                     metrics.corrupted.inc();
+                    corrupted.push((name, reason));
                 }
             }
         }
@@ -308,7 +312,32 @@ impl Blocks {
             state: RwLock::new(BlockView { blocks, head_from }),
             writer: Mutex::new(()),
             metrics,
+            corrupted: Mutex::new(corrupted),
         })
+    }
+
+    /// Blocks moved to `corrupted/` since start-up: (directory name, reason).
+    pub fn corrupted(&self) -> Vec<(String, String)> {
+        self.corrupted.lock().clone()
+    }
+
+    /// Deletes the oldest blocks while all blocks together take more than `max_bytes`
+    /// (`storage.retention_size`); whole blocks only. Returns how many went.
+    pub fn delete_over_size(&self, max_bytes: u64) -> Result<usize> {
+        let view = self.view();
+        let mut total: u64 = view.blocks.iter().map(|b| b.meta.bytes).sum();
+        let mut oldest = std::collections::HashSet::new();
+        for b in &view.blocks {
+            if total <= max_bytes {
+                break;
+            }
+            total -= b.meta.bytes;
+            oldest.insert(b.meta.id.clone());
+        }
+        if oldest.is_empty() {
+            return Ok(0);
+        }
+        self.delete_where(|b| oldest.contains(&b.meta.id))
     }
 
     /// The counters.
@@ -414,13 +443,14 @@ impl Blocks {
     /// Deletes every block whose newest sample is older than `min_timestamp`; whole blocks
     /// only. Returns how many went. Queries already running keep reading files they opened.
     pub fn delete_before(&self, min_timestamp: i64) -> Result<usize> {
+        self.delete_where(|b| b.meta.max_timestamp < min_timestamp)
+    }
+
+    fn delete_where(&self, doomed: impl Fn(&Block) -> bool) -> Result<usize> {
         let _writer = self.writer.lock();
         let doomed: Vec<Arc<Block>> = {
             let mut state = self.state.write();
-            let (gone, kept): (Vec<_>, Vec<_>) = state
-                .blocks
-                .drain(..)
-                .partition(|b| b.meta.max_timestamp < min_timestamp);
+            let (gone, kept): (Vec<_>, Vec<_>) = state.blocks.drain(..).partition(|b| doomed(b));
             state.blocks = kept;
             self.metrics.loaded.set(state.blocks.len() as i64);
             self.metrics

@@ -1,8 +1,9 @@
 //! The `storage:` section of `arrowhead.yml` (DESIGN.md §5).
 //!
-//! Every key is parsed and validated now. The head acts on `path` and `max_series`; the WAL,
-//! block, retention and object-store keys are carried for the durable-storage work and keep
-//! their documented defaults until then.
+//! Every key is parsed and validated. `path` holds the WAL and the blocks, `block_duration`
+//! paces block cuts, `retention` and `retention_size` delete whole blocks,
+//! `wal_sync_interval` paces WAL fsyncs, `max_series` caps the head. `object_store` is refused
+//! until blocks can be written to a bucket.
 
 use std::path::PathBuf;
 

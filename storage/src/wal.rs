@@ -412,9 +412,17 @@ fn create_segment(dir: &Path, seq: u32) -> io::Result<File> {
     let mut header = [0u8; HEADER_LEN];
     header[..MAGIC.len()].copy_from_slice(&MAGIC);
     header[MAGIC.len()] = VERSION;
-    file.write_all(&header)?;
-    file.sync_data()?;
-    sync_dir(dir)?;
+    let written = file
+        .write_all(&header)
+        .and_then(|()| file.sync_data())
+        .and_then(|()| sync_dir(dir));
+    if let Err(e) = written {
+        // A full disk: leave no half-made segment behind, so the next attempt can retry
+        // under the same number.
+        drop(file);
+        let _ = std::fs::remove_file(&path);
+        return Err(e);
+    }
     // Appends go through `&File`, which writes at the end because of O_APPEND semantics
     // below: reopen in append mode so a cut-back (`set_len`) is followed by writes at the new
     // end rather than at the old offset.

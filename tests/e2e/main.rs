@@ -10,6 +10,7 @@ mod support;
 mod adbc;
 mod cli;
 mod durability;
+mod full_disk;
 mod lifecycle;
 mod remote_write;
 mod scrape;

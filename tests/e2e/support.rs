@@ -73,7 +73,7 @@ impl Replica {
     }
 
     /// Starts a replica in `dir`, with `dir/arrowhead.yml` when it exists.
-    async fn start_in(dir: tempfile::TempDir) -> Replica {
+    pub(crate) async fn start_in(dir: tempfile::TempDir) -> Replica {
         init_tls();
         let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let flight: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();

@@ -511,6 +511,24 @@ async fn tables_span_head_and_blocks_without_duplicates_and_widen() {
         .unwrap()
         .to_string();
     assert!(text.contains("gone") && text.contains("| m "), "{text}");
+    // The block shows in system.blocks, its metrics in system.metrics.
+    assert_eq!(
+        scalar_i64(
+            &e,
+            "SELECT count(*) FROM system.blocks WHERE state = 'persisted' AND rows = 11 AND level = 1 \
+             AND min_timestamp = to_timestamp_millis(0) AND max_timestamp = to_timestamp_millis(4000)"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        scalar_i64(
+            &e,
+            "SELECT count(*) FROM system.metrics WHERE metric IN ('gone', 'm')"
+        )
+        .await,
+        2
+    );
     // Labels come out as plain strings from blocks as from the head.
     let b = run(
         &e,

@@ -172,6 +172,7 @@ fn broken_blocks_are_moved_aside_and_interrupted_cuts_removed() {
     assert_eq!(view.blocks.len(), 1);
     assert_eq!(view.blocks[0].dir, ids[3]);
     assert_eq!(blocks.metrics().corrupted.get(), 3);
+    assert_eq!(blocks.corrupted().len(), 3);
     assert_eq!(
         std::fs::read_dir(blocks.corrupted_dir()).unwrap().count(),
         3
@@ -228,4 +229,27 @@ fn a_cut_removes_the_wal_segments_it_persisted() {
     assert_eq!(stats.samples_restored, 1);
     assert_eq!(stats.samples_skipped, 0);
     assert_eq!(head.metric("m").unwrap().snapshot().rows(), 1);
+}
+
+#[test]
+fn retention_size_deletes_the_oldest_blocks_until_the_rest_fit() {
+    let dir = tempfile::tempdir().unwrap();
+    let head = Head::new(HeadConfig::test_config());
+    let blocks = Blocks::open(dir.path()).unwrap();
+    for i in 0..3 {
+        append(&head, "m", &[], &[(i * 100 + 1, 1.0)]);
+        blocks.cut(&head, i * 100 + 50).unwrap().unwrap();
+    }
+    let sizes: Vec<u64> = blocks.view().blocks.iter().map(|b| b.meta.bytes).collect();
+    let total: u64 = sizes.iter().sum();
+    assert_eq!(blocks.delete_over_size(total).unwrap(), 0);
+    assert_eq!(blocks.delete_over_size(total - 1).unwrap(), 1);
+    let left: Vec<i64> = blocks
+        .view()
+        .blocks
+        .iter()
+        .map(|b| b.meta.min_timestamp)
+        .collect();
+    assert_eq!(left, vec![101, 201], "the oldest went first");
+    assert_eq!(blocks.delete_over_size(0).unwrap(), 2);
 }
