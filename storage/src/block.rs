@@ -589,7 +589,8 @@ fn publish(tmp: &Path, dir: &Path, meta: &BlockMeta) -> Result<()> {
 }
 
 /// Reads and checks a block directory: `meta.json` parses, matches the directory name, and
-/// every file it names is a plain file name that exists with the recorded size.
+/// every file it names is a plain file name that exists with the recorded size, and whose
+/// Parquet footer parses with the recorded row count.
 fn load_block(dir: &Path, name: &str) -> Result<BlockMeta, String> {
     let path = dir.join(META_FILE);
     let bytes = std::fs::read(&path).map_err(|e| format!("cannot read {META_FILE}: {e}"))?;
@@ -618,6 +619,20 @@ fn load_block(dir: &Path, name: &str) -> Result<BlockMeta, String> {
             return Err(format!(
                 "metric {metric:?}: file {} has {size} bytes, {META_FILE} says {}",
                 f.file, f.bytes
+            ));
+        }
+        // The footer parses and agrees on the row count (a cheap read of the file's end).
+        let file = File::open(dir.join(&f.file))
+            .map_err(|e| format!("metric {metric:?}: file {}: {e}", f.file))?;
+        let reader = parquet::file::reader::SerializedFileReader::new(file)
+            .map_err(|e| format!("metric {metric:?}: file {}: {e}", f.file))?;
+        let rows = parquet::file::reader::FileReader::metadata(&reader)
+            .file_metadata()
+            .num_rows();
+        if u64::try_from(rows).ok() != Some(f.rows) {
+            return Err(format!(
+                "metric {metric:?}: file {} has {rows} rows, {META_FILE} says {}",
+                f.file, f.rows
             ));
         }
     }

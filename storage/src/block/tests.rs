@@ -155,9 +155,18 @@ fn broken_blocks_are_moved_aside_and_interrupted_cuts_removed() {
         append(&head, "m", &[("i", &i.to_string())], &[(i * 100 + 1, 1.0)]);
         blocks.cut(&head, i * 100 + 50).unwrap().unwrap();
     }
+    append(&head, "m", &[("i", "4")], &[(401, 1.0)]);
+    blocks.cut(&head, 450).unwrap().unwrap();
     let ids: Vec<PathBuf> = blocks.view().blocks.iter().map(|b| b.dir.clone()).collect();
     drop(blocks);
-    // 0: meta.json unparsable; 1: a data file missing; 2: a file name escaping the block.
+    // 4: the Parquet footer damaged, size unchanged.
+    let data = ids[4].join("m.parquet");
+    let mut bytes = std::fs::read(&data).unwrap();
+    let n = bytes.len();
+    bytes[n - 8..n - 4].copy_from_slice(&[0xff; 4]);
+    std::fs::write(&data, bytes).unwrap();
+    // 0: meta.json unparsable; 1: a data file missing; 2: a file name escaping the block;
+    // 4 (below): a damaged Parquet footer.
     std::fs::write(ids[0].join(META_FILE), b"{not json").unwrap();
     std::fs::remove_file(ids[1].join("m.parquet")).unwrap();
     let meta_path = ids[2].join(META_FILE);
@@ -171,11 +180,11 @@ fn broken_blocks_are_moved_aside_and_interrupted_cuts_removed() {
     let view = blocks.view();
     assert_eq!(view.blocks.len(), 1);
     assert_eq!(view.blocks[0].dir, ids[3]);
-    assert_eq!(blocks.metrics().corrupted.get(), 3);
-    assert_eq!(blocks.corrupted().len(), 3);
+    assert_eq!(blocks.metrics().corrupted.get(), 4);
+    assert_eq!(blocks.corrupted().len(), 4);
     assert_eq!(
         std::fs::read_dir(blocks.corrupted_dir()).unwrap().count(),
-        3
+        4
     );
     assert!(!dir.path().join("blocks/01ABC.tmp").exists());
 }
