@@ -60,6 +60,17 @@ impl CatalogProvider for ArrowheadCatalog {
     }
 }
 
+/// Every metric in the head or in a block, sorted: the tables of `public`.
+pub(crate) fn metric_names(head: &Head, blocks: Option<&Blocks>) -> Vec<String> {
+    let mut names = head.metric_names();
+    if let Some(blocks) = blocks {
+        names.extend(blocks.view().metric_names());
+        names.sort();
+        names.dedup();
+    }
+    names
+}
+
 /// `public`: every metric in the head or in a block is a table.
 #[derive(Debug)]
 pub struct MetricSchema {
@@ -70,13 +81,7 @@ pub struct MetricSchema {
 #[async_trait]
 impl SchemaProvider for MetricSchema {
     fn table_names(&self) -> Vec<String> {
-        let mut names = self.head.metric_names();
-        if let Some(blocks) = &self.blocks {
-            names.extend(blocks.view().metric_names());
-            names.sort();
-            names.dedup();
-        }
-        names
+        metric_names(&self.head, self.blocks.as_deref())
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>, DataFusionError> {

@@ -83,17 +83,6 @@ impl SystemSchema {
         }
     }
 
-    /// Every metric in the head or a block, sorted.
-    fn metric_names(&self) -> Vec<String> {
-        let mut names = self.head.metric_names();
-        if let Some(blocks) = &self.blocks {
-            names.extend(blocks.view().metric_names());
-            names.sort();
-            names.dedup();
-        }
-        names
-    }
-
     /// One row per block served (`state` = `persisted`) and per block moved aside at start-up
     /// (`corrupted`, its other columns NULL).
     fn blocks_batch(&self) -> Result<RecordBatch> {
@@ -175,7 +164,7 @@ impl SystemSchema {
         let mut help = StringBuilder::new();
         let mut unit = StringBuilder::new();
         let metadata = self.head.metadata();
-        for name in self.metric_names() {
+        for name in crate::catalog::metric_names(&self.head, self.blocks.as_deref()) {
             let m = metadata.for_table(&name).unwrap_or_default();
             metric.append_value(&name);
             kind.append_value(if m.kind.is_empty() {

@@ -21,6 +21,8 @@ pub mod data_dir;
 pub mod head;
 pub mod labels;
 pub mod metadata;
+#[cfg(test)]
+mod testing;
 pub mod units;
 pub mod wal;
 

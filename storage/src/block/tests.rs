@@ -1,61 +1,21 @@
 use std::fs::File;
 
-use arrow::array::{Array, AsArray};
-use arrow::datatypes::{Float64Type, TimestampMillisecondType};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use super::*;
 use crate::head::{Appender, HeadConfig};
-
-fn append(head: &Head, metric: &str, labels: &[(&str, &str)], samples: &[(i64, f64)]) {
-    let mut app = head.appender();
-    let r = app.series(metric, labels).unwrap();
-    for &(t, v) in samples {
-        app.append(r, t, v);
-    }
-    app.commit().unwrap();
-}
+use crate::testing::append;
 
 /// (labels "k=v,…", timestamp, value) of every row of a Parquet file, in file order.
 fn read_file(path: &Path) -> Vec<(String, i64, f64)> {
-    let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(path).unwrap())
-        .unwrap()
-        .build()
-        .unwrap();
-    let mut out = Vec::new();
-    for batch in reader {
-        let batch = batch.unwrap();
-        let ts = batch
-            .column_by_name("timestamp")
+    let batches: Vec<RecordBatch> =
+        ParquetRecordBatchReaderBuilder::try_new(File::open(path).unwrap())
             .unwrap()
-            .as_primitive::<TimestampMillisecondType>();
-        let vs = batch
-            .column_by_name("value")
+            .build()
             .unwrap()
-            .as_primitive::<Float64Type>();
-        let labels: Vec<(String, arrow::array::ArrayRef)> = batch
-            .schema()
-            .fields()
-            .iter()
-            .zip(batch.columns())
-            .filter(|(f, _)| f.name() != "timestamp" && f.name() != "value")
-            .map(|(f, c)| {
-                (
-                    f.name().clone(),
-                    arrow::compute::cast(c, &arrow::datatypes::DataType::Utf8).unwrap(),
-                )
-            })
+            .map(|b| b.unwrap())
             .collect();
-        for i in 0..batch.num_rows() {
-            let l: Vec<String> = labels
-                .iter()
-                .filter(|(_, c)| c.is_valid(i))
-                .map(|(n, c)| format!("{n}={}", c.as_string::<i32>().value(i)))
-                .collect();
-            out.push((l.join(","), ts.value(i), vs.value(i)));
-        }
-    }
-    out
+    crate::testing::rendered_rows(&batches)
 }
 
 #[test]

@@ -1,22 +1,11 @@
+use arrow::array::RecordBatch;
 use std::sync::Arc;
 
-use arrow::array::{Array, AsArray, RecordBatch};
-use arrow::compute::cast;
-use arrow::datatypes::{DataType, Float64Type, TimestampMillisecondType};
-
 use super::*;
+use crate::testing::append;
 
 fn head() -> Head {
     Head::new(HeadConfig::test_config())
-}
-
-fn append(head: &Head, metric: &str, labels: &[(&str, &str)], samples: &[(i64, f64)]) {
-    let mut app = head.appender();
-    let r = app.series(metric, labels).unwrap();
-    for &(t, v) in samples {
-        app.append(r, t, v);
-    }
-    app.commit().unwrap();
 }
 
 /// Reads every chunk of a snapshot with the full schema, no filters.
@@ -37,35 +26,9 @@ fn column_names(snap: &MetricSnapshot) -> Vec<String> {
         .collect()
 }
 
-/// Rows as (labels rendered "a=1,b=2", timestamp, value), label NULLs left out.
+/// Rows as (labels rendered "a=1,b=2", timestamp, value), label NULLs left out, sorted.
 fn rows(batches: &[RecordBatch]) -> Vec<(String, i64, f64)> {
-    let mut out = Vec::new();
-    for b in batches {
-        let schema = b.schema();
-        let ts = b
-            .column_by_name("timestamp")
-            .unwrap()
-            .as_primitive::<TimestampMillisecondType>();
-        let vs = b
-            .column_by_name("value")
-            .unwrap()
-            .as_primitive::<Float64Type>();
-        let labels: Vec<(String, arrow::array::ArrayRef)> = schema
-            .fields()
-            .iter()
-            .zip(b.columns())
-            .filter(|(f, _)| f.name() != "timestamp" && f.name() != "value")
-            .map(|(f, c)| (f.name().clone(), cast(c, &DataType::Utf8).unwrap()))
-            .collect();
-        for i in 0..b.num_rows() {
-            let l: Vec<String> = labels
-                .iter()
-                .filter(|(_, c)| c.is_valid(i))
-                .map(|(n, c)| format!("{n}={}", c.as_string::<i32>().value(i)))
-                .collect();
-            out.push((l.join(","), ts.value(i), vs.value(i)));
-        }
-    }
+    let mut out = crate::testing::rendered_rows(batches);
     out.sort_by(|a, b| (a.0.as_str(), a.1).cmp(&(b.0.as_str(), b.1)));
     out
 }
