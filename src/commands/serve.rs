@@ -20,7 +20,8 @@
 //! Start-up replays the WAL (`<storage.path>/wal`) into the head before anything listens.
 //!
 //! Background loops owned here: WAL sync (every `storage.wal_sync_interval`), block cuts
-//! (every `storage.block_duration`), retention over blocks and head (once a minute).
+//! (every `storage.block_duration`), compaction and pick-up of imported blocks (as often as
+//! cuts), retention over blocks and head (once a minute).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -37,7 +38,7 @@ use prometheus_client::registry::Registry;
 use query::QueryEngine;
 use query::flight_sql::FlightSqlServer;
 use query::system::{TargetRow, TargetsSource};
-use storage::block::Blocks;
+use storage::block::{Blocks, CompactionConfig};
 use storage::wal::WalConfig;
 use storage::{DataDir, Head, HeadConfig, Labels};
 use tokio::net::TcpListener;
@@ -201,6 +202,13 @@ async fn serve(
         #[allow(clippy::disallowed_methods)] // owned by an AbortOnDropHandle
         AbortOnDropHandle::new(tokio::spawn(cut_loop(head, blocks, every)))
     };
+    let _compaction_task = {
+        let blocks = Arc::clone(&blocks);
+        let compaction = CompactionConfig::new(config.storage.block_duration.get(), retention);
+        let every = config.storage.block_duration.get();
+        #[allow(clippy::disallowed_methods)] // owned by an AbortOnDropHandle
+        AbortOnDropHandle::new(tokio::spawn(compaction_loop(blocks, compaction, every)))
+    };
 
     let _wal_sync_task = {
         let head = Arc::clone(&head);
@@ -327,6 +335,28 @@ async fn cut_loop(head: Arc<Head>, blocks: Arc<Blocks>, block: Duration) {
         let (head, blocks) = (Arc::clone(&head), Arc::clone(&blocks));
         if let Ok(Err(e)) = tokio::task::spawn_blocking(move || blocks.cut(&head, end)).await {
             warn!(error = %e, "cannot write a block; the head keeps the data and the cut is retried");
+        }
+    }
+}
+
+/// Takes in imported blocks and merges blocks (see `storage::block::CompactionConfig`), on
+/// the blocking pool, as often as the cut loop looks for work.
+async fn compaction_loop(blocks: Arc<Blocks>, config: CompactionConfig, block: Duration) {
+    let mut ticker = tokio::time::interval(
+        (block / 8).clamp(Duration::from_millis(100), Duration::from_secs(30)),
+    );
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let (blocks, config) = (Arc::clone(&blocks), config.clone());
+        let done = tokio::task::spawn_blocking(move || {
+            blocks.discover()?;
+            // A few merges per pass, so a backlog never holds the blocking pool for long.
+            blocks.compact(&config, 4)
+        })
+        .await;
+        if let Ok(Err(e)) = done {
+            warn!(error = %e, "block compaction failed; the blocks stay as they are and it is retried");
         }
     }
 }

@@ -30,7 +30,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow::array::RecordBatch;
+use arrow::array::{AsArray, RecordBatch};
+use arrow::datatypes::TimestampMillisecondType;
 use parking_lot::{Mutex, RwLock};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, Encoding, ZstdLevel};
@@ -110,8 +111,13 @@ pub struct BlockMeta {
     pub rows: u64,
     /// Bytes of all its Parquet files.
     pub bytes: u64,
-    /// Compaction level: 1 for a block cut from the head.
+    /// Compaction level: 1 for a block cut from the head, 2 and up for merged or imported
+    /// blocks (see [`CompactionConfig`]).
     pub level: u32,
+    /// The blocks this one replaces (a merge's inputs). A block named here that is still on
+    /// disk at start-up is deleted: its successor was durable before it was due to go.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parents: Vec<String>,
     /// One entry per metric, by metric name.
     pub metrics: BTreeMap<String, MetricFile>,
 }
@@ -218,6 +224,10 @@ pub struct BlockMetrics {
     pub corrupted: Counter,
     /// Blocks deleted by retention.
     pub deleted: Counter,
+    /// Merges done (compaction, and imports merged with served blocks).
+    pub compactions: Counter,
+    /// Merges that failed (their inputs stay served; the merge is retried).
+    pub compaction_failures: Counter,
     /// Blocks loaded now.
     pub loaded: Gauge,
     /// Bytes of the loaded blocks.
@@ -244,6 +254,12 @@ impl BlockMetrics {
             "Blocks deleted by retention",
             self.deleted.clone(),
         );
+        r.register("compactions", "Block merges done", self.compactions.clone());
+        r.register(
+            "compaction_failures",
+            "Block merges that failed and will be retried",
+            self.compaction_failures.clone(),
+        );
         r.register("loaded", "Blocks being served", self.loaded.clone());
         r.register("bytes", "Bytes of the blocks served", self.bytes.clone());
     }
@@ -258,8 +274,12 @@ pub struct Blocks {
     corrupted_dir: PathBuf,
     /// What queries see; replaced whole under the write lock.
     state: RwLock<BlockView>,
-    /// One cut or retention pass at a time.
+    /// One cut, retention pass or discovery at a time.
     writer: Mutex<()>,
+    /// One compaction at a time (separate from `writer`: a long merge never delays a cut).
+    compactor: Mutex<()>,
+    /// Blocks merged away, kept on disk a while for queries that already listed their files.
+    retired: Mutex<Vec<(Arc<Block>, std::time::Instant)>>,
     metrics: BlockMetrics,
     /// Blocks moved to `corrupted/` since start-up: (directory name, reason).
     corrupted: Mutex<Vec<(String, String)>>,
@@ -296,24 +316,55 @@ impl Blocks {
                 }
             }
         }
-        blocks.sort_by_key(|b| (b.meta.range_start, b.meta.id.clone()));
+        // A merge that crashed after publishing its result but before deleting its inputs.
+        let superseded: std::collections::HashSet<String> = blocks
+            .iter()
+            .flat_map(|b| b.meta.parents.iter().cloned())
+            .collect();
+        let (gone, mut blocks): (Vec<_>, Vec<_>) = blocks
+            .into_iter()
+            .partition(|b| superseded.contains(&b.meta.id));
+        for block in gone {
+            info!(block = %block.meta.id, "removing a block already merged into another");
+            std::fs::remove_dir_all(&block.dir).map_err(io_err(&block.dir))?;
+        }
+        sort_blocks(&mut blocks);
         let head_from = blocks
             .iter()
             .map(|b| b.meta.range_end)
             .max()
             .unwrap_or(i64::MIN);
-        metrics.loaded.set(blocks.len() as i64);
-        metrics
-            .bytes
-            .set(blocks.iter().map(|b| b.meta.bytes as i64).sum());
-        Ok(Self {
+        let this = Self {
             dir,
             corrupted_dir,
-            state: RwLock::new(BlockView { blocks, head_from }),
+            state: RwLock::new(BlockView {
+                blocks: Vec::new(),
+                head_from,
+            }),
             writer: Mutex::new(()),
+            compactor: Mutex::new(()),
+            retired: Mutex::new(Vec::new()),
             metrics,
             corrupted: Mutex::new(corrupted),
-        })
+        };
+        this.replace_blocks(|state| state.blocks = blocks);
+        // Blocks imported while no replica ran may overlap: merge them before serving, so a
+        // query never sees two versions of a sample.
+        this.resolve_overlaps()?;
+        this.delete_retired(std::time::Duration::ZERO);
+        Ok(this)
+    }
+
+    /// Changes the block list under the write lock and updates the gauges.
+    fn replace_blocks<T>(&self, change: impl FnOnce(&mut BlockView) -> T) -> T {
+        let mut state = self.state.write();
+        let out = change(&mut state);
+        sort_blocks(&mut state.blocks);
+        self.metrics.loaded.set(state.blocks.len() as i64);
+        self.metrics
+            .bytes
+            .set(state.blocks.iter().map(|b| b.meta.bytes as i64).sum());
+        out
     }
 
     /// Blocks moved to `corrupted/` since start-up: (directory name, reason).
@@ -376,53 +427,28 @@ impl Blocks {
         let wal_dir = head.wal().map(|w| w.dir().to_path_buf());
         head.close_before(end)
             .map_err(io_err(wal_dir.as_deref().unwrap_or(Path::new("wal"))))?;
-        let id = ulid::Ulid::new().to_string();
-        let tmp = self.dir.join(format!("{id}.tmp"));
-        std::fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
-        let written = write_metrics(head, &tmp, start, end);
-        let metrics = match written {
-            Ok(m) => m,
-            Err(e) => {
-                let _ = std::fs::remove_dir_all(&tmp);
-                return Err(e);
+        let mut writer = BlockWriter::create(&self.dir, ulid::Ulid::new().to_string())?;
+        for metric in head.all_metrics() {
+            let batch = metric
+                .snapshot()
+                .sorted_rows(start, end)
+                .map_err(|source| Error::Head {
+                    metric: metric.name().to_string(),
+                    source,
+                })?;
+            if let Some(batch) = batch {
+                writer.write_metric(metric.name(), &batch)?;
             }
-        };
-        if metrics.is_empty() {
-            std::fs::remove_dir_all(&tmp).map_err(io_err(&tmp))?;
+        }
+        let Some(block) = writer.finish(start, end, 1, Vec::new())? else {
             self.state.write().head_from = end;
             return Ok(None);
-        }
-        let meta = BlockMeta {
-            version: META_VERSION,
-            id: id.clone(),
-            range_start: start,
-            range_end: end,
-            min_timestamp: metrics.values().map(|m| m.min_timestamp).min().unwrap_or(0),
-            max_timestamp: metrics.values().map(|m| m.max_timestamp).max().unwrap_or(0),
-            rows: metrics.values().map(|m| m.rows).sum(),
-            bytes: metrics.values().map(|m| m.bytes).sum(),
-            level: 1,
-            metrics,
         };
-        let final_dir = self.dir.join(&id);
-        if let Err(e) = publish(&tmp, &final_dir, &meta) {
-            let _ = std::fs::remove_dir_all(&tmp);
-            return Err(e);
-        }
-        sync_dir(&self.dir).map_err(io_err(&self.dir))?;
-        let block = Arc::new(Block {
-            meta,
-            dir: final_dir,
-        });
-        {
-            let mut state = self.state.write();
+        let block = Arc::new(block);
+        self.replace_blocks(|state| {
             state.blocks.push(Arc::clone(&block));
             state.head_from = end;
-            self.metrics.loaded.set(state.blocks.len() as i64);
-            self.metrics
-                .bytes
-                .set(state.blocks.iter().map(|b| b.meta.bytes as i64).sum());
-        }
+        });
         self.metrics.cuts.inc();
         head.truncate(end);
         if let Some(wal) = head.wal()
@@ -448,16 +474,11 @@ impl Blocks {
 
     fn delete_where(&self, doomed: impl Fn(&Block) -> bool) -> Result<usize> {
         let _writer = self.writer.lock();
-        let doomed: Vec<Arc<Block>> = {
-            let mut state = self.state.write();
+        let doomed: Vec<Arc<Block>> = self.replace_blocks(|state| {
             let (gone, kept): (Vec<_>, Vec<_>) = state.blocks.drain(..).partition(|b| doomed(b));
             state.blocks = kept;
-            self.metrics.loaded.set(state.blocks.len() as i64);
-            self.metrics
-                .bytes
-                .set(state.blocks.iter().map(|b| b.meta.bytes as i64).sum());
             gone
-        };
+        });
         for block in &doomed {
             std::fs::remove_dir_all(&block.dir).map_err(io_err(&block.dir))?;
             self.metrics.deleted.inc();
@@ -469,37 +490,83 @@ impl Blocks {
         Ok(doomed.len())
     }
 
+    /// Takes a served (or found) block out of service because its files cannot be read:
+    /// moved to `corrupted/`, logged, counted and listed like a block that fails at start-up.
+    pub fn quarantine(&self, id: &str, reason: &str) -> Result<()> {
+        let _writer = self.writer.lock();
+        let gone = self.replace_blocks(|state| {
+            let at = state.blocks.iter().position(|b| b.meta.id == id)?;
+            Some(state.blocks.remove(at))
+        });
+        let dir = gone.map_or_else(|| self.dir.join(id), |b| b.dir.clone());
+        if dir.exists() {
+            move_aside(&dir, &self.corrupted_dir, id, reason)?;
+        }
+        self.metrics.corrupted.inc();
+        self.corrupted
+            .lock()
+            .push((id.to_string(), reason.to_string()));
+        Ok(())
+    }
+
     /// Where broken blocks go.
     pub fn corrupted_dir(&self) -> &Path {
         &self.corrupted_dir
     }
 }
 
-/// Writes one Parquet file per metric with rows in `[start, end)`.
-fn write_metrics(
-    head: &Head,
-    dir: &Path,
-    start: i64,
-    end: i64,
-) -> Result<BTreeMap<String, MetricFile>> {
-    let mut out = BTreeMap::new();
-    for metric in head.all_metrics() {
-        let snapshot = metric.snapshot();
-        let batch = snapshot
-            .sorted_rows(start, end)
-            .map_err(|source| Error::Head {
-                metric: metric.name().to_string(),
-                source,
-            })?;
-        let Some(batch) = batch else { continue };
-        let file = file_name(metric.name());
-        let path = dir.join(&file);
-        let bytes = write_parquet(&path, &batch)?;
-        let ts = batch.column_by_name(TIMESTAMP_COLUMN).and_then(|c| {
-            c.as_any()
-                .downcast_ref::<arrow::array::TimestampMillisecondArray>()
-        });
-        let (min_ts, max_ts) = ts
+/// Blocks in view order: oldest data first.
+fn sort_blocks(blocks: &mut [Arc<Block>]) {
+    blocks.sort_by(|a, b| {
+        (a.meta.min_timestamp, &a.meta.id).cmp(&(b.meta.min_timestamp, &b.meta.id))
+    });
+}
+
+/// A block being written: its files go to `<blocks>/<id>.tmp/`, [`BlockWriter::finish`]
+/// publishes it. Dropped unfinished, the temporary directory is removed.
+#[derive(Debug)]
+pub struct BlockWriter {
+    blocks_dir: PathBuf,
+    id: String,
+    tmp: PathBuf,
+    metrics: BTreeMap<String, MetricFile>,
+    finished: bool,
+}
+
+impl BlockWriter {
+    /// Starts block `id` (a ULID: blocks with larger ids override smaller ones where their
+    /// samples collide) under `blocks_dir`.
+    pub fn create(blocks_dir: &Path, id: String) -> Result<Self> {
+        let tmp = blocks_dir.join(format!("{id}.tmp"));
+        std::fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
+        Ok(Self {
+            blocks_dir: blocks_dir.to_path_buf(),
+            id,
+            tmp,
+            metrics: BTreeMap::new(),
+            finished: false,
+        })
+    }
+
+    /// Samples written so far.
+    pub fn rows(&self) -> u64 {
+        self.metrics.values().map(|m| m.rows).sum()
+    }
+
+    /// Writes one metric's file; `batch` must be in block order (see `block.md`), as
+    /// [`MetricSnapshot::sorted_rows`](crate::head::MetricSnapshot::sorted_rows) and the merge
+    /// step produce it.
+    pub fn write_metric(&mut self, metric: &str, batch: &RecordBatch) -> Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        let file = file_name(metric);
+        let path = self.tmp.join(&file);
+        let bytes = write_parquet(&path, batch)?;
+        let ts = batch
+            .column_by_name(TIMESTAMP_COLUMN)
+            .and_then(|c| c.as_primitive_opt::<TimestampMillisecondType>());
+        let (min_timestamp, max_timestamp) = ts
             .map(|a| {
                 (
                     arrow::compute::min(a).unwrap_or(0),
@@ -514,19 +581,64 @@ fn write_metrics(
             .map(|f| f.name().clone())
             .filter(|n| n != TIMESTAMP_COLUMN && n != VALUE_COLUMN)
             .collect();
-        out.insert(
-            metric.name().to_string(),
+        self.metrics.insert(
+            metric.to_string(),
             MetricFile {
                 file,
                 rows: batch.num_rows() as u64,
                 bytes,
                 labels,
-                min_timestamp: min_ts,
-                max_timestamp: max_ts,
+                min_timestamp,
+                max_timestamp,
             },
         );
+        Ok(())
     }
-    Ok(out)
+
+    /// Writes `meta.json` and publishes the block (see the module docs); `None`, with nothing
+    /// left behind, when no file was written.
+    pub fn finish(
+        mut self,
+        range_start: i64,
+        range_end: i64,
+        level: u32,
+        parents: Vec<String>,
+    ) -> Result<Option<Block>> {
+        self.finished = true;
+        if self.metrics.is_empty() {
+            std::fs::remove_dir_all(&self.tmp).map_err(io_err(&self.tmp))?;
+            return Ok(None);
+        }
+        let metrics = std::mem::take(&mut self.metrics);
+        let meta = BlockMeta {
+            version: META_VERSION,
+            id: self.id.clone(),
+            range_start,
+            range_end,
+            min_timestamp: metrics.values().map(|m| m.min_timestamp).min().unwrap_or(0),
+            max_timestamp: metrics.values().map(|m| m.max_timestamp).max().unwrap_or(0),
+            rows: metrics.values().map(|m| m.rows).sum(),
+            bytes: metrics.values().map(|m| m.bytes).sum(),
+            level,
+            parents,
+            metrics,
+        };
+        let dir = self.blocks_dir.join(&self.id);
+        if let Err(e) = publish(&self.tmp, &dir, &meta) {
+            let _ = std::fs::remove_dir_all(&self.tmp);
+            return Err(e);
+        }
+        sync_dir(&self.blocks_dir).map_err(io_err(&self.blocks_dir))?;
+        Ok(Some(Block { meta, dir }))
+    }
+}
+
+impl Drop for BlockWriter {
+    fn drop(&mut self) {
+        if !self.finished {
+            let _ = std::fs::remove_dir_all(&self.tmp);
+        }
+    }
 }
 
 /// Writer settings: ZSTD, dictionary-encoded labels, delta-encoded timestamps, byte-stream-split
@@ -657,5 +769,10 @@ fn move_aside(path: &Path, corrupted_dir: &Path, name: &str, reason: &str) -> Re
     std::fs::rename(path, &target).map_err(io_err(&target))
 }
 
+mod compact;
+mod merge;
 #[cfg(test)]
 mod tests;
+
+pub use compact::CompactionConfig;
+pub use merge::MetricBuilder;
