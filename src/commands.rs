@@ -1,5 +1,6 @@
 //! The subcommands of the `arrowhead` binary.
 
 pub(crate) mod check;
+pub(crate) mod import;
 pub(crate) mod query;
 pub(crate) mod serve;

@@ -1,5 +1,5 @@
 //! `arrowhead`: one binary for the replica (`serve`), its client (`query`) and offline tools
-//! (`check`). See DESIGN.md §4 for the command contract.
+//! (`check`, `import`). See DESIGN.md §4 for the command contract.
 
 mod commands;
 mod config;
@@ -27,6 +27,29 @@ enum Command {
     /// Validate configuration or rule files without running anything.
     #[command(subcommand)]
     Check(CheckCommand),
+    /// Backfill historic data into blocks of a data directory.
+    #[command(subcommand)]
+    Import(ImportCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ImportCommand {
+    /// Write blocks from an OpenMetrics text file whose samples all have timestamps (as
+    /// `promtool tsdb create-blocks-from openmetrics` does). Safe beside a running replica
+    /// for data older than its head; importing a file twice changes nothing.
+    Openmetrics(ImportArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ImportArgs {
+    /// The OpenMetrics text file (ending with `# EOF`).
+    file: PathBuf,
+    /// The replica's data directory (storage.path).
+    #[arg(long, env = "ARROWHEAD_DATA_DIR")]
+    data_dir: PathBuf,
+    /// Time span of each block written.
+    #[arg(long, default_value = "2h")]
+    block_duration: storage::units::Duration,
 }
 
 #[derive(Debug, clap::Args)]
@@ -97,6 +120,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => commands::serve::run(args),
         Command::Query(args) => commands::query::run(args),
         Command::Check(check) => commands::check::run(check),
+        Command::Import(ImportCommand::Openmetrics(args)) => commands::import::run(args),
     };
     match result {
         Ok(code) => code,

@@ -269,6 +269,11 @@ impl<'a> TextParser<'a> {
         }
     }
 
+    /// Bytes of the input consumed so far (for progress reports).
+    pub fn offset(&self) -> usize {
+        self.pos
+    }
+
     fn error(&mut self, message: impl Into<String>) -> Option<Result<Entry<'a>, ParseError>> {
         self.done = true;
         Some(Err(ParseError {

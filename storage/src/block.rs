@@ -770,6 +770,7 @@ fn move_aside(path: &Path, corrupted_dir: &Path, name: &str, reason: &str) -> Re
 }
 
 mod compact;
+pub mod import;
 mod merge;
 #[cfg(test)]
 mod tests;

@@ -605,30 +605,8 @@ pub fn replay(
     mut apply: impl FnMut(u32, Record),
 ) -> io::Result<ReplayOutcome> {
     let mut outcome = ReplayOutcome::default();
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(outcome),
-        Err(e) => return Err(e),
-    };
-    let mut seqs = Vec::new();
-    for entry in entries {
-        let name = entry?.file_name();
-        let Some(name) = name.to_str() else { continue };
-        let (number, aside) = match name.strip_suffix(".corrupt") {
-            Some(n) => (n, true),
-            None => (name, false),
-        };
-        if number.len() == 8
-            && number.bytes().all(|b| b.is_ascii_digit())
-            && let Ok(seq) = number.parse::<u32>()
-        {
-            outcome.highest_segment = outcome.highest_segment.max(seq);
-            if !aside {
-                seqs.push(seq);
-            }
-        }
-    }
-    seqs.sort_unstable();
+    let (seqs, highest) = segment_numbers(dir)?;
+    outcome.highest_segment = highest;
     for seq in seqs {
         let path = segment_path(dir, seq);
         let data = std::fs::read(&path)?;
@@ -688,6 +666,63 @@ pub fn replay(
         outcome.segments.insert(seq, max_ts);
     }
     Ok(outcome)
+}
+
+/// The segments in `dir` in order, and the highest number ever used there (counting
+/// segments moved aside as `.corrupt`). An absent directory has none.
+fn segment_numbers(dir: &Path) -> io::Result<(Vec<u32>, u32)> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((Vec::new(), 0)),
+        Err(e) => return Err(e),
+    };
+    let mut seqs = Vec::new();
+    let mut highest = 0;
+    for entry in entries {
+        let name = entry?.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let (number, aside) = match name.strip_suffix(".corrupt") {
+            Some(n) => (n, true),
+            None => (name, false),
+        };
+        if number.len() == 8
+            && number.bytes().all(|b| b.is_ascii_digit())
+            && let Ok(seq) = number.parse::<u32>()
+        {
+            highest = highest.max(seq);
+            if !aside {
+                seqs.push(seq);
+            }
+        }
+    }
+    seqs.sort_unstable();
+    Ok((seqs, highest))
+}
+
+/// The oldest sample timestamp in the WAL under `dir`, reading without changing anything
+/// (a running replica may be writing it): each segment is read up to its first unreadable
+/// record. `None` when it holds no sample.
+pub fn min_timestamp(dir: &Path) -> io::Result<Option<i64>> {
+    let mut min = None;
+    for seq in segment_numbers(dir)?.0 {
+        let data = match std::fs::read(segment_path(dir, seq)) {
+            Ok(d) => d,
+            // Removed after a cut since the listing.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        if data.len() < HEADER_LEN || data[..MAGIC.len()] != MAGIC {
+            continue;
+        }
+        let mut offset = HEADER_LEN;
+        while let Ok((record, used)) = next_record(&data[offset..]) {
+            for &(_, t, _) in &record.samples {
+                min = Some(min.map_or(t, |m: i64| m.min(t)));
+            }
+            offset += used;
+        }
+    }
+    Ok(min)
 }
 
 /// Reads the record at the start of `data`: the record and the bytes it took, or why not.

@@ -11,6 +11,7 @@ mod adbc;
 mod cli;
 mod durability;
 mod full_disk;
+mod import;
 mod lifecycle;
 mod remote_write;
 mod scrape;

@@ -144,7 +144,7 @@ fn plan(blocks: &[Arc<Block>], ranges: &[i64], head_from: i64) -> Option<Plan> {
 }
 
 /// Every record batch of a Parquet file.
-fn read_parquet(path: &std::path::Path) -> Result<Vec<RecordBatch>> {
+pub(super) fn read_parquet(path: &std::path::Path) -> Result<Vec<RecordBatch>> {
     let parquet_err = |source| Error::Parquet {
         path: path.to_path_buf(),
         source,

@@ -155,6 +155,36 @@ fn torn_tail_is_truncated_and_the_rest_is_kept() {
 }
 
 #[test]
+fn min_timestamp_reads_without_repairing() {
+    let dir = tempfile::tempdir().unwrap();
+    assert_eq!(min_timestamp(&dir.path().join("absent")).unwrap(), None);
+    let (wal, _, _) = open(dir.path(), WalConfig::default());
+    assert_eq!(
+        min_timestamp(dir.path()).unwrap(),
+        None,
+        "segment without records"
+    );
+    for t in [500, 300, 900] {
+        write(
+            &wal,
+            &Record {
+                series: vec![],
+                samples: vec![(r(0, 0), t, 1.0)],
+            },
+        );
+    }
+    let seq = *wal.segments().last().unwrap();
+    drop(wal);
+    let path = segment_path(dir.path(), seq);
+    let len = std::fs::metadata(&path).unwrap().len();
+    // A torn tail (a record being written) stops the scan but is left as it is.
+    let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+    std::io::Write::write_all(&mut file, &[9, 0, 0, 0, 1]).unwrap();
+    assert_eq!(min_timestamp(dir.path()).unwrap(), Some(300));
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), len + 5);
+}
+
+#[test]
 fn bit_flip_loses_its_segment_tail_only() {
     let dir = tempfile::tempdir().unwrap();
     let (wal, _, _) = open(dir.path(), WalConfig::default());
