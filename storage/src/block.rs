@@ -14,8 +14,23 @@
 //!
 //! * **One file per metric.** A block directory holds one Parquet file per metric, with that
 //!   metric's label columns only: a query reads the files of the tables it names, and each
-//!   file's schema is exactly its metric's. The alternative (one file per block with a metric
-//!   column) would give every file the union of all label columns of all metrics.
+//!   file's schema is exactly its metric's. The alternative, one file per block with a metric
+//!   column, measured on the benchmark dataset (`benches/storage_vs_prometheus.py`, 9,955
+//!   series of 36 metrics × 2 h at 15 s, both layouts written with the same settings): 2.974
+//!   against 2.946 bytes per sample, 1 % *larger*, with 12 label columns in one schema, and
+//!   a query on one metric would have to prune by the metric column. On a 362-series dataset
+//!   the single file is 13 % smaller (fewer footers per sample); at that size it does not
+//!   matter.
+//! * **Encodings, measured** on the same rows (bytes per sample, relative to what is
+//!   written): timestamps `DELTA_BINARY_PACKED` against `PLAIN` + ZSTD: 1.075× for plain;
+//!   values `BYTE_STREAM_SPLIT` against `PLAIN`: 1.054× and dictionary: 1.251×; labels
+//!   dictionary against plain strings: 1.007× (ZSTD removes most of the repetition of sorted
+//!   labels either way; dictionaries also let DataFusion compare keys instead of strings). The
+//!   whole block: 2.94 bytes per sample against Prometheus's 4.96 for the same samples
+//!   (`promtool tsdb create-blocks-from openmetrics`), 0.59×.
+//! * **Compaction and import** (`compact`, `import` submodules): merged and imported blocks
+//!   are resolved against the blocks they overlap before they are served, the newest write
+//!   winning, so no view ever holds a sample twice.
 //! * **Consistency.** Queries see a block's rows either in the head or in the block, never
 //!   both and never neither: step 4 swaps them under one lock, and head reads are bounded by
 //!   the view's `head_from`.
