@@ -17,10 +17,10 @@
 //!   file's schema is exactly its metric's. The alternative, one file per block with a metric
 //!   column, measured on the benchmark dataset (`benches/storage_vs_prometheus.py`, 9,955
 //!   series of 36 metrics × 2 h at 15 s, both layouts written with the same settings): 2.974
-//!   against 2.946 bytes per sample, 1 % *larger*, with 12 label columns in one schema, and
-//!   a query on one metric would have to prune by the metric column. On a 362-series dataset
-//!   the single file is 13 % smaller (fewer footers per sample); at that size it does not
-//!   matter.
+//!   against 2.946 bytes per sample, 1 % *larger*, with 11 label columns and the metric
+//!   column in one schema, and a query on one metric would have to prune by the metric
+//!   column. On a 362-series dataset the single file is 13 % smaller (fewer footers per
+//!   sample); at that size it does not matter.
 //! * **Encodings, measured** on the same rows (bytes per sample, relative to what is
 //!   written): timestamps `DELTA_BINARY_PACKED` against `PLAIN` + ZSTD: 1.075× for plain;
 //!   values `BYTE_STREAM_SPLIT` against `PLAIN`: 1.054× and dictionary: 1.251×; labels

@@ -101,8 +101,8 @@ pub(crate) fn sort_dedup(batches: &[RecordBatch]) -> Result<Option<RecordBatch>,
     take_record_batch(&all, &UInt32Array::from(keep)).map(Some)
 }
 
-/// Collects one metric's samples in the order they are read, for [`sort_dedup`]. Used by
-/// import, where a file lists samples family by family rather than by time.
+/// Collects one metric's samples in the order they are read, then sorts them into block
+/// order. Used by import, where a file lists samples family by family rather than by time.
 #[derive(Debug, Default)]
 pub struct MetricBuilder {
     /// Series index by label pairs (column name, value), sorted by column name.
