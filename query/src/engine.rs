@@ -244,6 +244,10 @@ impl QueryEngine {
             .with_default_features()
             .build();
         let ctx = SessionContext::new_with_state(state);
+        if let Some(remote) = blocks.as_ref().and_then(|b| b.remote()) {
+            ctx.runtime_env()
+                .register_object_store(remote.root(), remote.store());
+        }
         ctx.register_catalog(
             CATALOG,
             Arc::new(ArrowheadCatalog::new(head, blocks, targets)),

@@ -20,7 +20,6 @@
 //! and `chunks_pruned`.
 
 use std::fmt;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
@@ -48,7 +47,7 @@ use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
     SendableRecordBatchStream,
 };
-use storage::block::{BlockView, MetricFile};
+use storage::block::{BlockView, FileLocation, MetricFile};
 use storage::head::{LabelMatcher, MatchOp, MetricHead, MetricSnapshot, TimeRange};
 use storage::head::{TIMESTAMP_COLUMN, VALUE_COLUMN, label_type, timestamp_type};
 
@@ -60,7 +59,9 @@ pub struct MetricTable {
     /// The metric's part of the head, if the head has it.
     metric: Option<Arc<MetricHead>>,
     /// The metric's block files, oldest first.
-    files: Vec<(PathBuf, MetricFile)>,
+    files: Vec<(FileLocation, MetricFile)>,
+    /// Where DataFusion finds the object store of remote files (`scheme://bucket/`).
+    remote_root: Option<String>,
     /// Head rows older than this are in `files` (the block view's bound).
     head_from: i64,
     schema: SchemaRef,
@@ -79,6 +80,9 @@ impl MetricTable {
             return None;
         }
         let head_from = view.map_or(i64::MIN, |v| v.head_from);
+        let remote_root = view
+            .and_then(|v| v.remote.as_ref())
+            .map(|r| r.root().to_string());
         let mut labels: Vec<String> = files
             .iter()
             .flat_map(|(_, f)| f.labels.iter().cloned())
@@ -103,6 +107,7 @@ impl MetricTable {
         Some(Self {
             metric,
             files,
+            remote_root,
             head_from,
             schema: Arc::new(Schema::new(fields)),
         })
@@ -122,15 +127,60 @@ impl MetricTable {
         if time.is_empty() {
             return Ok(None);
         }
-        let files: Vec<PartitionedFile> = self
-            .files
-            .iter()
-            .filter(|(_, f)| f.max_timestamp >= time.start && f.min_timestamp <= time.end)
-            .map(|(path, f)| PartitionedFile::new(path.to_string_lossy(), f.bytes))
-            .collect();
-        if files.is_empty() {
-            return Ok(None);
+        let mut local = Vec::new();
+        let mut remote = Vec::new();
+        for (location, f) in &self.files {
+            if f.max_timestamp < time.start || f.min_timestamp > time.end {
+                continue;
+            }
+            match location {
+                FileLocation::Local(path) => {
+                    local.push(PartitionedFile::new(path.to_string_lossy(), f.bytes));
+                }
+                FileLocation::Remote(path) => {
+                    remote.push(PartitionedFile::new(path.to_string(), f.bytes));
+                }
+            }
         }
+        let mut plans = Vec::new();
+        if !local.is_empty() {
+            plans.push(self.parquet_scan(
+                state,
+                ObjectStoreUrl::local_filesystem(),
+                local,
+                projection,
+                filters,
+                limit,
+            )?);
+        }
+        if let (false, Some(root)) = (remote.is_empty(), &self.remote_root) {
+            plans.push(self.parquet_scan(
+                state,
+                ObjectStoreUrl::parse(root)?,
+                remote,
+                projection,
+                filters,
+                limit,
+            )?);
+        }
+        match plans.len() {
+            0 => Ok(None),
+            1 => Ok(plans.pop()),
+            _ => UnionExec::try_new(plans).map(Some),
+        }
+    }
+
+    /// DataFusion's Parquet source over `files` of one store, with the filters as a pruning
+    /// predicate (row groups and pages by statistics). Columns a file lacks read as NULL.
+    fn parquet_scan(
+        &self,
+        state: &dyn Session,
+        store: ObjectStoreUrl,
+        files: Vec<PartitionedFile>,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
         let mut source = ParquetSource::new(Arc::clone(&self.schema)).with_enable_page_index(true);
         if let Some(predicate) = conjunction(filters.iter().cloned()) {
             let df_schema = DFSchema::try_from(self.schema.as_ref().clone())?;
@@ -141,13 +191,12 @@ impl MetricTable {
         for (i, file) in files.into_iter().enumerate() {
             groups[i % n].push(file);
         }
-        let config =
-            FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), Arc::new(source))
-                .with_file_groups(groups.into_iter().map(FileGroup::new).collect())
-                .with_projection_indices(projection.cloned())?
-                .with_limit(limit)
-                .build();
-        Ok(Some(DataSourceExec::from_data_source(config)))
+        let config = FileScanConfigBuilder::new(store, Arc::new(source))
+            .with_file_groups(groups.into_iter().map(FileGroup::new).collect())
+            .with_projection_indices(projection.cloned())?
+            .with_limit(limit)
+            .build();
+        Ok(DataSourceExec::from_data_source(config))
     }
 }
 

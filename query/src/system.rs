@@ -83,8 +83,8 @@ impl SystemSchema {
         }
     }
 
-    /// One row per block served (`state` = `persisted`) and per block moved aside at start-up
-    /// (`corrupted`, its other columns NULL).
+    /// One row per block served (`state` = `persisted` on the local disk, `remote` in the
+    /// object store) and per block moved aside (`corrupted`, its other columns NULL).
     fn blocks_batch(&self) -> Result<RecordBatch> {
         let mut id = StringBuilder::new();
         let mut min = TimestampMillisecondBuilder::new().with_timezone("UTC");
@@ -101,7 +101,7 @@ impl SystemSchema {
                 rows.append_value(b.meta.rows);
                 bytes.append_value(b.meta.bytes);
                 level.append_value(b.meta.level);
-                state.append_value("persisted");
+                state.append_value(if b.remote { "remote" } else { "persisted" });
             }
             for (name, _) in blocks.corrupted() {
                 id.append_value(name);

@@ -38,7 +38,7 @@ use prometheus_client::registry::Registry;
 use query::QueryEngine;
 use query::flight_sql::FlightSqlServer;
 use query::system::{TargetRow, TargetsSource};
-use storage::block::{Blocks, CompactionConfig};
+use storage::block::{Blocks, CompactionConfig, RemoteStore};
 use storage::wal::WalConfig;
 use storage::{DataDir, Head, HeadConfig, Labels};
 use tokio::net::TcpListener;
@@ -95,10 +95,22 @@ async fn serve(
             p.display().to_string()
         });
     let data_dir = DataDir::open(&config.storage.path)?;
+    let remote = config
+        .storage
+        .object_store
+        .as_ref()
+        .map(RemoteStore::open)
+        .transpose()?;
     let blocks = Arc::new(
-        Blocks::open(data_dir.path())
+        Blocks::open_with(data_dir.path(), remote)
             .with_context(|| format!("cannot open the blocks in {}", data_dir.path().display()))?,
     );
+    if let Some(remote) = blocks.remote() {
+        info!(
+            url = remote.url(),
+            "finished blocks move to the object store"
+        );
+    }
     let wal_dir = data_dir.path().join("wal");
     let (head, _replayed) = Head::open(
         HeadConfig {
@@ -339,8 +351,9 @@ async fn cut_loop(head: Arc<Head>, blocks: Arc<Blocks>, block: Duration) {
     }
 }
 
-/// Takes in imported blocks and merges blocks (see `storage::block::CompactionConfig`), on
-/// the blocking pool, as often as the cut loop looks for work.
+/// Takes in imported blocks, merges blocks (see `storage::block::CompactionConfig`) and moves
+/// finished ones to the object store when one is configured, on the blocking pool, as often as
+/// the cut loop looks for work.
 async fn compaction_loop(blocks: Arc<Blocks>, config: CompactionConfig, block: Duration) {
     let mut ticker = tokio::time::interval(
         (block / 8).clamp(Duration::from_millis(100), Duration::from_secs(30)),
@@ -352,7 +365,8 @@ async fn compaction_loop(blocks: Arc<Blocks>, config: CompactionConfig, block: D
         let done = tokio::task::spawn_blocking(move || {
             blocks.discover()?;
             // A few merges per pass, so a backlog never holds the blocking pool for long.
-            blocks.compact(&config, 4)
+            blocks.compact(&config, 4)?;
+            blocks.move_to_remote(config.final_before(blocks.head_from()), config.delete_delay)
         })
         .await;
         if let Ok(Err(e)) = done {

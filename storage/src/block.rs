@@ -86,6 +86,9 @@ pub enum Error {
         /// The underlying error.
         source: parquet::errors::ParquetError,
     },
+    /// The object store failed.
+    #[error(transparent)]
+    Remote(#[from] RemoteError),
     /// Reading a metric from the head failed.
     #[error("cannot read metric {metric} from the head: {source}")]
     Head {
@@ -160,16 +163,36 @@ pub struct MetricFile {
 pub struct Block {
     /// The metadata.
     pub meta: BlockMeta,
-    /// The block directory.
+    /// The local block directory (for a block in the object store: where it was).
     pub dir: PathBuf,
+    /// True when the files are in the object store (`<prefix>/<id>/`), not in `dir`.
+    pub remote: bool,
 }
 
 impl Block {
-    /// Path of a metric's file, when the block has that metric.
+    /// A block in a local directory.
+    pub fn local(meta: BlockMeta, dir: PathBuf) -> Self {
+        Self {
+            meta,
+            dir,
+            remote: false,
+        }
+    }
+
+    /// Path of a metric's file in the local directory, when the block has that metric.
     pub fn file(&self, metric: &str) -> Option<(PathBuf, &MetricFile)> {
         let f = self.meta.metrics.get(metric)?;
         Some((self.dir.join(&f.file), f))
     }
+}
+
+/// Where a block file is read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileLocation {
+    /// A local file.
+    Local(PathBuf),
+    /// An object in [`BlockView::remote`]'s store.
+    Remote(object_store::path::Path),
 }
 
 /// The file name a metric is stored under: the name itself when it is a plain Prometheus
@@ -204,14 +227,24 @@ pub struct BlockView {
     pub blocks: Vec<Arc<Block>>,
     /// Head rows older than this are in blocks and must not be read from the head.
     pub head_from: i64,
+    /// The object store remote blocks are in, if one is configured.
+    pub remote: Option<Arc<RemoteStore>>,
 }
 
 impl BlockView {
     /// The files holding `metric`, oldest first.
-    pub fn files(&self, metric: &str) -> Vec<(PathBuf, MetricFile)> {
+    pub fn files(&self, metric: &str) -> Vec<(FileLocation, MetricFile)> {
         self.blocks
             .iter()
-            .filter_map(|b| b.file(metric).map(|(p, f)| (p, f.clone())))
+            .filter_map(|b| {
+                let f = b.meta.metrics.get(metric)?;
+                let location = match (&self.remote, b.remote) {
+                    (Some(r), true) => FileLocation::Remote(r.path(&b.meta.id, &f.file)),
+                    (None, true) => return None,
+                    (_, false) => FileLocation::Local(b.dir.join(&f.file)),
+                };
+                Some((location, f.clone()))
+            })
             .collect()
     }
 
@@ -243,6 +276,10 @@ pub struct BlockMetrics {
     pub compactions: Counter,
     /// Merges that failed (their inputs stay served; the merge is retried).
     pub compaction_failures: Counter,
+    /// Blocks moved to the object store.
+    pub uploads: Counter,
+    /// Moves to the object store that failed (retried; the local copy stays served).
+    pub upload_failures: Counter,
     /// Blocks loaded now.
     pub loaded: Gauge,
     /// Bytes of the loaded blocks.
@@ -275,6 +312,16 @@ impl BlockMetrics {
             "Block merges that failed and will be retried",
             self.compaction_failures.clone(),
         );
+        r.register(
+            "uploads",
+            "Blocks moved to the object store",
+            self.uploads.clone(),
+        );
+        r.register(
+            "upload_failures",
+            "Moves of blocks to the object store that failed and will be retried",
+            self.upload_failures.clone(),
+        );
         r.register("loaded", "Blocks being served", self.loaded.clone());
         r.register("bytes", "Bytes of the blocks served", self.bytes.clone());
     }
@@ -293,6 +340,8 @@ pub struct Blocks {
     writer: Mutex<()>,
     /// One compaction at a time (separate from `writer`: a long merge never delays a cut).
     compactor: Mutex<()>,
+    /// Where finished blocks are moved, when configured.
+    remote: Option<Arc<RemoteStore>>,
     /// Blocks merged away, kept on disk a while for queries that already listed their files.
     retired: Mutex<Vec<(Arc<Block>, std::time::Instant)>>,
     metrics: BlockMetrics,
@@ -304,6 +353,12 @@ impl Blocks {
     /// Loads the blocks under `data_dir/blocks`, removing interrupted cuts and moving broken
     /// blocks to `data_dir/corrupted`.
     pub fn open(data_dir: &Path) -> Result<Self> {
+        Self::open_with(data_dir, None)
+    }
+
+    /// [`Blocks::open`], plus the blocks in `remote` (`storage.object_store`), where finished
+    /// blocks are then moved (see the `remote` module).
+    pub fn open_with(data_dir: &Path, remote: Option<RemoteStore>) -> Result<Self> {
         let dir = data_dir.join("blocks");
         let corrupted_dir = data_dir.join("corrupted");
         std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
@@ -323,12 +378,33 @@ impl Blocks {
                 continue;
             }
             match load_block(&path, &name) {
-                Ok(meta) => blocks.push(Arc::new(Block { meta, dir: path })),
+                Ok(meta) => blocks.push(Arc::new(Block::local(meta, path))),
                 Err(reason) => {
                     move_aside(&path, &corrupted_dir, &name, &reason)?;
                     metrics.corrupted.inc();
                     corrupted.push((name, reason));
                 }
+            }
+        }
+        let remote = remote.map(Arc::new);
+        if let Some(store) = &remote {
+            let (metas, skipped) = store.list()?;
+            for (id, reason) in skipped {
+                warn!(block = %id, url = store.url(), reason, "not serving a directory of the object store");
+            }
+            for meta in metas {
+                // Uploaded completely (meta.json is written last): the local copy can go.
+                if let Some(at) = blocks.iter().position(|b| b.meta.id == meta.id) {
+                    let local = blocks.remove(at);
+                    info!(block = %meta.id, "removing the local copy of a block already in the object store");
+                    std::fs::remove_dir_all(&local.dir).map_err(io_err(&local.dir))?;
+                }
+                let dir = dir.join(&meta.id);
+                blocks.push(Arc::new(Block {
+                    meta,
+                    dir,
+                    remote: true,
+                }));
             }
         }
         // A merge that crashed after publishing its result but before deleting its inputs.
@@ -341,7 +417,7 @@ impl Blocks {
             .partition(|b| superseded.contains(&b.meta.id));
         for block in gone {
             info!(block = %block.meta.id, "removing a block already merged into another");
-            std::fs::remove_dir_all(&block.dir).map_err(io_err(&block.dir))?;
+            delete_block(&block, remote.as_deref())?;
         }
         sort_blocks(&mut blocks);
         let head_from = blocks
@@ -355,7 +431,9 @@ impl Blocks {
             state: RwLock::new(BlockView {
                 blocks: Vec::new(),
                 head_from,
+                remote: remote.clone(),
             }),
+            remote,
             writer: Mutex::new(()),
             compactor: Mutex::new(()),
             retired: Mutex::new(Vec::new()),
@@ -495,7 +573,7 @@ impl Blocks {
             gone
         });
         for block in &doomed {
-            std::fs::remove_dir_all(&block.dir).map_err(io_err(&block.dir))?;
+            delete_block(block, self.remote.as_deref())?;
             self.metrics.deleted.inc();
             info!(block = %block.meta.id, "retention deleted a block");
         }
@@ -513,9 +591,20 @@ impl Blocks {
             let at = state.blocks.iter().position(|b| b.meta.id == id)?;
             Some(state.blocks.remove(at))
         });
-        let dir = gone.map_or_else(|| self.dir.join(id), |b| b.dir.clone());
-        if dir.exists() {
-            move_aside(&dir, &self.corrupted_dir, id, reason)?;
+        match gone {
+            Some(b) if b.remote => {
+                warn!(
+                    block = id,
+                    reason,
+                    "block in the object store is unreadable: no longer served, left in place"
+                );
+            }
+            gone => {
+                let dir = gone.map_or_else(|| self.dir.join(id), |b| b.dir.clone());
+                if dir.exists() {
+                    move_aside(&dir, &self.corrupted_dir, id, reason)?;
+                }
+            }
         }
         self.metrics.corrupted.inc();
         self.corrupted
@@ -524,9 +613,26 @@ impl Blocks {
         Ok(())
     }
 
+    /// The object store, when `storage.object_store` is set.
+    pub fn remote(&self) -> Option<&Arc<RemoteStore>> {
+        self.remote.as_ref()
+    }
+
     /// Where broken blocks go.
     pub fn corrupted_dir(&self) -> &Path {
         &self.corrupted_dir
+    }
+}
+
+/// Deletes a block's files, wherever they are.
+fn delete_block(block: &Block, remote: Option<&RemoteStore>) -> Result<()> {
+    match (block.remote, remote) {
+        (true, Some(store)) => Ok(store.delete(&block.meta)?),
+        (true, None) => Ok(()),
+        (false, _) => match std::fs::remove_dir_all(&block.dir) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err(&block.dir)(e)),
+            _ => Ok(()),
+        },
     }
 }
 
@@ -644,7 +750,7 @@ impl BlockWriter {
             return Err(e);
         }
         sync_dir(&self.blocks_dir).map_err(io_err(&self.blocks_dir))?;
-        Ok(Some(Block { meta, dir }))
+        Ok(Some(Block::local(meta, dir)))
     }
 }
 
@@ -787,8 +893,10 @@ fn move_aside(path: &Path, corrupted_dir: &Path, name: &str, reason: &str) -> Re
 mod compact;
 pub mod import;
 mod merge;
+pub mod remote;
 #[cfg(test)]
 mod tests;
 
 pub use compact::CompactionConfig;
 pub use merge::MetricBuilder;
+pub use remote::{RemoteError, RemoteStore};

@@ -2,8 +2,8 @@
 //!
 //! Every key is parsed and validated. `path` holds the WAL and the blocks, `block_duration`
 //! paces block cuts, `retention` and `retention_size` delete whole blocks,
-//! `wal_sync_interval` paces WAL fsyncs, `max_series` caps the head. `object_store` is refused
-//! until blocks can be written to a bucket.
+//! `wal_sync_interval` paces WAL fsyncs, `max_series` caps the head, `object_store` moves
+//! finished blocks to a bucket.
 
 use std::path::PathBuf;
 
@@ -27,10 +27,35 @@ pub struct StorageConfig {
     pub wal_sync_interval: Duration,
     /// Cap on active head series; new series beyond it are rejected and counted (0 = off).
     pub max_series: u64,
-    /// Where blocks go for long-term storage (unset = the local data directory).
-    /// Refused until blocks exist: accepting it silently would promise durability.
+    /// Where finished blocks go for long-term storage (unset = they stay in the data
+    /// directory).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub object_store: Option<NotSupportedYet>,
+    pub object_store: Option<ObjectStoreConfig>,
+}
+
+/// `storage.object_store`: a bucket (or directory) that finished blocks move to, in the same
+/// layout as `<data>/blocks`, so Spark, Trino or DuckDB read them in place.
+#[derive(Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectStoreConfig {
+    /// `s3://bucket/prefix`, `gs://bucket/prefix`, `az://container/prefix` or
+    /// `file:///absolute/dir`.
+    pub url: String,
+    /// Store options by `object_store` key (`endpoint`, `region`, `access_key_id`,
+    /// `secret_access_key`, `allow_http`, …). The cloud's usual environment variables
+    /// (`AWS_*`, `GOOGLE_*`, `AZURE_*`) are read too; options given here win.
+    #[serde(default)]
+    pub options: std::collections::BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for ObjectStoreConfig {
+    // Options may hold secrets: only their names are shown.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectStoreConfig")
+            .field("url", &self.url)
+            .field("options", &self.options.keys().collect::<Vec<_>>())
+            .finish()
+    }
 }
 
 /// A key that this version recognises but does not implement yet. Its presence in a config
@@ -122,6 +147,9 @@ impl StorageConfig {
         }
         if self.path.as_os_str().is_empty() {
             return Err("storage.path: must not be empty".into());
+        }
+        if let Some(store) = &self.object_store {
+            crate::block::remote::check_config(store)?;
         }
         Ok(())
     }

@@ -13,5 +13,6 @@ mod durability;
 mod full_disk;
 mod import;
 mod lifecycle;
+mod object_store;
 mod remote_write;
 mod scrape;

@@ -75,7 +75,8 @@ async fn a_real_prometheus_remote_writes_what_it_scrapes() {
         .await;
 }
 
-fn request(metric: &str, samples: &[(i64, f64)]) -> Vec<u8> {
+/// A remote-write body: one series `metric{job="manual"}` with `samples`.
+pub(crate) fn request(metric: &str, samples: &[(i64, f64)]) -> Vec<u8> {
     let request = WriteRequest {
         timeseries: vec![TimeSeries {
             labels: vec![

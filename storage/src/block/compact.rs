@@ -35,7 +35,9 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use tracing::{info, warn};
 
 use super::merge::sort_dedup;
-use super::{Block, BlockWriter, Blocks, Error, Result, io_err, load_block, move_aside};
+use super::{
+    Block, BlockWriter, Blocks, Error, Result, delete_block, io_err, load_block, move_aside,
+};
 
 /// How blocks are merged.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,6 +71,14 @@ impl CompactionConfig {
             ranges,
             delete_delay: Duration::from_secs(300),
         }
+    }
+}
+
+impl CompactionConfig {
+    /// Blocks whose newest sample is older than this will not be merged again (their
+    /// largest window is complete): they can move to the object store.
+    pub fn final_before(&self, head_from: i64) -> i64 {
+        head_from.saturating_sub(self.ranges.last().copied().unwrap_or(0))
     }
 }
 
@@ -145,12 +155,24 @@ fn plan(blocks: &[Arc<Block>], ranges: &[i64], head_from: i64) -> Option<Plan> {
 
 /// Every record batch of a Parquet file.
 pub(super) fn read_parquet(path: &std::path::Path) -> Result<Vec<RecordBatch>> {
+    let file = File::open(path).map_err(io_err(path))?;
+    read_parquet_from(path, file)
+}
+
+/// Every record batch of a Parquet file fetched whole (`path` names it in errors).
+fn read_parquet_bytes(path: &std::path::Path, bytes: bytes::Bytes) -> Result<Vec<RecordBatch>> {
+    read_parquet_from(path, bytes)
+}
+
+fn read_parquet_from<R: parquet::file::reader::ChunkReader + 'static>(
+    path: &std::path::Path,
+    reader: R,
+) -> Result<Vec<RecordBatch>> {
     let parquet_err = |source| Error::Parquet {
         path: path.to_path_buf(),
         source,
     };
-    let file = File::open(path).map_err(io_err(path))?;
-    ParquetRecordBatchReaderBuilder::try_new(file)
+    ParquetRecordBatchReaderBuilder::try_new(reader)
         .map_err(parquet_err)?
         .build()
         .map_err(parquet_err)?
@@ -219,7 +241,7 @@ impl Blocks {
                     continue;
                 }
                 match load_block(&path, &name) {
-                    Ok(meta) => found.push(Arc::new(Block { meta, dir: path })),
+                    Ok(meta) => found.push(Arc::new(Block::local(meta, path))),
                     Err(reason) => {
                         move_aside(&path, &self.corrupted_dir, &name, &reason)?;
                         self.metrics.corrupted.inc();
@@ -294,10 +316,17 @@ impl Blocks {
         for name in names {
             let mut batches = Vec::new();
             for block in &inputs {
-                let Some((path, _)) = block.file(name) else {
+                let Some((path, file)) = block.file(name) else {
                     continue;
                 };
-                match read_parquet(&path) {
+                let read = match (&self.remote, block.remote) {
+                    (Some(store), true) => store
+                        .get(&block.meta.id, &file.file)
+                        .map_err(Error::from)
+                        .and_then(|bytes| read_parquet_bytes(&path, bytes)),
+                    _ => read_parquet(&path),
+                };
+                match read {
                     Ok(b) => batches.extend(b),
                     Err(e @ Error::Parquet { .. }) => {
                         // Undecodable: take the block out rather than fail on it forever.
@@ -362,6 +391,53 @@ impl Blocks {
         Ok(true)
     }
 
+    /// Moves every local block whose newest sample is older than `before` to the object
+    /// store (when one is configured): upload, swap in the view, delete the local copy after
+    /// the delay. Returns how many moved.
+    pub fn move_to_remote(&self, before: i64, delete_delay: Duration) -> Result<usize> {
+        let Some(store) = self.remote.clone() else {
+            return Ok(0);
+        };
+        let _compactor = self.compactor.lock();
+        let due: Vec<Arc<Block>> = self
+            .view()
+            .blocks
+            .into_iter()
+            .filter(|b| !b.remote && b.meta.max_timestamp < before)
+            .collect();
+        let mut moved = 0;
+        for local in due {
+            if let Err(e) = store.upload(&local) {
+                self.metrics.upload_failures.inc();
+                return Err(e.into());
+            }
+            let uploaded = Arc::new(Block {
+                meta: local.meta.clone(),
+                dir: local.dir.clone(),
+                remote: true,
+            });
+            let swapped = self.replace_blocks(|state| {
+                match state.blocks.iter().position(|b| b.meta.id == local.meta.id) {
+                    Some(at) => {
+                        state.blocks[at] = Arc::clone(&uploaded);
+                        true
+                    }
+                    None => false,
+                }
+            });
+            if swapped {
+                self.retired.lock().push((local, Instant::now()));
+                self.metrics.uploads.inc();
+                moved += 1;
+            } else {
+                // Retention took it meanwhile.
+                store.delete(&uploaded.meta)?;
+            }
+        }
+        self.delete_retired(delete_delay);
+        Ok(moved)
+    }
+
     /// The smallest ULID above `id` whose directory is free: a merged block keeps its
     /// newest input's place in write order.
     fn id_after(&self, id: &str) -> String {
@@ -388,10 +464,8 @@ impl Blocks {
             due.into_iter().map(|(b, _)| b).collect()
         };
         for block in due {
-            if let Err(e) = std::fs::remove_dir_all(&block.dir)
-                && e.kind() != std::io::ErrorKind::NotFound
-            {
-                warn!(block = %block.dir.display(), error = %e, "cannot delete a merged-away block; retrying later");
+            if let Err(e) = delete_block(&block, self.remote.as_deref()) {
+                warn!(block = %block.meta.id, error = %e, "cannot delete a merged-away block; retrying later");
                 self.retired.lock().push((block, Instant::now()));
             }
         }

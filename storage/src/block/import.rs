@@ -285,7 +285,10 @@ mod tests {
         assert!(written.iter().all(|b| b.meta.level == IMPORT_LEVEL));
         let blocks = Blocks::open(dir.path()).unwrap();
         let mut rows = Vec::new();
-        for (path, _) in blocks.view().files("up") {
+        for (location, _) in blocks.view().files("up") {
+            let crate::block::FileLocation::Local(path) = location else {
+                panic!("no object store here");
+            };
             rows.extend(rendered_rows(
                 &super::super::compact::read_parquet(&path).unwrap(),
             ));

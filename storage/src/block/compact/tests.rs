@@ -29,6 +29,7 @@ fn meta_block(id: &str, min: i64, max: i64, level: u32) -> Arc<Block> {
             metrics: BTreeMap::new(),
         },
         dir: std::path::PathBuf::from(id),
+        remote: false,
     })
 }
 
@@ -41,7 +42,10 @@ fn ids(blocks: &[Arc<Block>]) -> Vec<&str> {
 /// Every row of `metric` over the served blocks, in block order per file, files in view order.
 fn served_rows(blocks: &Blocks, metric: &str) -> Vec<(String, i64, f64)> {
     let mut out = Vec::new();
-    for (path, _) in blocks.view().files(metric) {
+    for (location, _) in blocks.view().files(metric) {
+        let crate::block::FileLocation::Local(path) = location else {
+            panic!("no object store here");
+        };
         out.extend(rendered_rows(&read_parquet(&path).unwrap()));
     }
     out
