@@ -19,9 +19,12 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::DataFusionError;
+use datafusion::datasource::physical_plan::FileScanConfig;
+use datafusion::datasource::source::DataSourceExec;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DfStatement;
@@ -160,6 +163,8 @@ pub struct QueryEngine {
     /// on a clone of its state, so queries never see each other's settings.
     ctx: SessionContext,
     metrics: QueryMetrics,
+    /// The blocks tables read, to take out a block whose files fail to decode.
+    blocks: Option<Arc<Blocks>>,
 }
 
 impl std::fmt::Debug for QueryEngine {
@@ -170,12 +175,62 @@ impl std::fmt::Debug for QueryEngine {
     }
 }
 
+/// The files a plan reads through DataFusion's Parquet source, as it names them.
+fn scanned_files(plan: &Arc<dyn ExecutionPlan>) -> Arc<Vec<String>> {
+    fn walk(plan: &Arc<dyn ExecutionPlan>, out: &mut Vec<String>) {
+        if let Some(source) = plan.downcast_ref::<DataSourceExec>()
+            && let Some(config) = source.data_source().downcast_ref::<FileScanConfig>()
+        {
+            for group in &config.file_groups {
+                out.extend(
+                    group
+                        .files()
+                        .iter()
+                        .map(|f| f.object_meta.location.to_string()),
+                );
+            }
+        }
+        for child in plan.children() {
+            walk(child, out);
+        }
+    }
+    let mut out = Vec::new();
+    walk(plan, &mut out);
+    Arc::new(out)
+}
+
+/// After a query failed while running: when it read block files, decodes them (on the
+/// blocking pool) and takes out of service the blocks that do not decode, so the next query
+/// works; the error then says so. Other errors pass unchanged.
+async fn set_aside_unreadable(
+    error: DataFusionError,
+    blocks: Option<Arc<Blocks>>,
+    files: Arc<Vec<String>>,
+) -> DataFusionError {
+    let Some(blocks) = blocks.filter(|_| !files.is_empty()) else {
+        return error;
+    };
+    let bad = tokio::task::spawn_blocking(move || blocks.verify_files(&files))
+        .await
+        .unwrap_or_default();
+    if bad.is_empty() {
+        return error;
+    }
+    let ids: Vec<&str> = bad.iter().map(|(id, _)| id.as_str()).collect();
+    DataFusionError::Execution(format!(
+        "{error}; block(s) {} could not be read and were moved to the corrupted directory \
+         (see system.blocks); running the query again reads the rest",
+        ids.join(", ")
+    ))
+}
+
 /// A planned query: its result schema as clients will see it, and how to run it.
 #[derive(Debug)]
 pub struct PlannedQuery {
     frame: DataFrame,
     schema: SchemaRef,
     metrics: QueryMetrics,
+    blocks: Option<Arc<Blocks>>,
 }
 
 impl PlannedQuery {
@@ -188,7 +243,15 @@ impl PlannedQuery {
     pub async fn execute(self) -> Result<SendableRecordBatchStream, QueryError> {
         self.metrics.executed.inc();
         let errors = self.metrics.errors.clone();
-        let stream = match self.frame.execute_stream().await {
+        let task = Arc::new(self.frame.task_ctx());
+        let stream = match self.frame.create_physical_plan().await {
+            Ok(plan) => {
+                let files = scanned_files(&plan);
+                datafusion::physical_plan::execute_stream(plan, task).map(|s| (s, files))
+            }
+            Err(e) => Err(e),
+        };
+        let (stream, files) = match stream {
             Ok(s) => s,
             Err(e) => {
                 errors.inc();
@@ -196,12 +259,22 @@ impl PlannedQuery {
             }
         };
         let schema = Arc::clone(&self.schema);
-        let converted = stream.map(move |batch| -> datafusion::common::Result<RecordBatch> {
-            let converted = batch.and_then(|b| Ok(to_wire(&b, &schema)?));
-            if converted.is_err() {
+        let blocks = self.blocks;
+        let converted = stream.then(move |batch| {
+            let (schema, errors, blocks, files) = (
+                Arc::clone(&schema),
+                errors.clone(),
+                blocks.clone(),
+                Arc::clone(&files),
+            );
+            async move {
+                let converted = batch.and_then(|b| Ok(to_wire(&b, &schema)?));
+                let Err(e) = converted else {
+                    return converted;
+                };
                 errors.inc();
+                Err(set_aside_unreadable(e, blocks, files).await)
             }
-            converted
         });
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             Arc::clone(&self.schema),
@@ -250,11 +323,12 @@ impl QueryEngine {
         }
         ctx.register_catalog(
             CATALOG,
-            Arc::new(ArrowheadCatalog::new(head, blocks, targets)),
+            Arc::new(ArrowheadCatalog::new(head, blocks.clone(), targets)),
         );
         Ok(Self {
             ctx,
             metrics: QueryMetrics::default(),
+            blocks,
         })
     }
 
@@ -290,6 +364,7 @@ impl QueryEngine {
             frame,
             schema,
             metrics: self.metrics.clone(),
+            blocks: self.blocks.clone(),
         })
     }
 

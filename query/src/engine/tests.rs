@@ -539,3 +539,50 @@ async fn tables_span_head_and_blocks_without_duplicates_and_widen() {
     assert_eq!(b[0].column(0).data_type(), &DataType::Utf8);
     assert_eq!(b[0].column(1).as_string::<i32>().value(0), "z1");
 }
+
+#[tokio::test]
+async fn a_block_that_fails_to_decode_while_queried_is_set_aside_and_the_rest_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = head_and_blocks(dir.path());
+    // Damage a data page of the block's file of `m`; its size and footer stay valid, so only
+    // reading it finds out.
+    let block = std::fs::read_dir(dir.path().join("blocks"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let file = block.join("m.parquet");
+    let mut bytes = std::fs::read(&file).unwrap();
+    let n = bytes.len();
+    let footer = u32::from_le_bytes(bytes[n - 8..n - 4].try_into().unwrap()) as usize;
+    for b in &mut bytes[4..n - 8 - footer] {
+        *b ^= 0x5a;
+    }
+    std::fs::write(&file, bytes).unwrap();
+
+    let err = run(&e, "SELECT sum(value) FROM m")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("moved to the corrupted directory"), "{err}");
+    assert!(
+        dir.path()
+            .join("corrupted")
+            .join(block.file_name().unwrap())
+            .exists()
+    );
+    // The head's rows (from 5 s on) are still served; the state shows why the rest is gone.
+    assert_eq!(scalar_i64(&e, "SELECT count(*) FROM m").await, 20);
+    assert_eq!(
+        scalar_i64(
+            &e,
+            "SELECT count(*) FROM system.blocks WHERE state = 'corrupted'"
+        )
+        .await,
+        1
+    );
+    // A query error that is not about a block file changes nothing.
+    assert!(run(&e, "SELECT 1/0").await.is_err());
+    assert_eq!(scalar_i64(&e, "SELECT count(*) FROM m").await, 20);
+}

@@ -391,6 +391,47 @@ impl Blocks {
         Ok(true)
     }
 
+    /// Reads every row of the served files named in `locations` (as DataFusion names them:
+    /// a local path without its leading `/`, or an object path) and takes out of service
+    /// each block with a file that does not decode: moved to `corrupted/`, logged, counted.
+    /// For a query that failed on a data error. Returns (block id, reason) of each.
+    pub fn verify_files(&self, locations: &[String]) -> Vec<(String, String)> {
+        let view = self.view();
+        let mut bad = Vec::new();
+        for block in &view.blocks {
+            for f in block.meta.metrics.values() {
+                let local = block.dir.join(&f.file);
+                let named = if block.remote {
+                    self.remote
+                        .as_ref()
+                        .map(|r| r.path(&block.meta.id, &f.file).to_string())
+                } else {
+                    Some(local.to_string_lossy().trim_start_matches('/').to_string())
+                };
+                if !named.is_some_and(|n| locations.contains(&n)) {
+                    continue;
+                }
+                let read = match (&self.remote, block.remote) {
+                    (Some(store), true) => store
+                        .get(&block.meta.id, &f.file)
+                        .map_err(Error::from)
+                        .and_then(|bytes| read_parquet_bytes(&local, bytes)),
+                    _ => read_parquet(&local),
+                };
+                if let Err(e @ Error::Parquet { .. }) = read {
+                    bad.push((block.meta.id.clone(), e.to_string()));
+                    break;
+                }
+            }
+        }
+        for (id, reason) in &bad {
+            if let Err(e) = self.quarantine(id, reason) {
+                warn!(block = %id, error = %e, "cannot move an unreadable block aside");
+            }
+        }
+        bad
+    }
+
     /// Moves every local block whose newest sample is older than `before` to the object
     /// store (when one is configured): upload, swap in the view, delete the local copy after
     /// the delay. Returns how many moved.
