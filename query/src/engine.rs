@@ -317,6 +317,7 @@ impl QueryEngine {
             .with_default_features()
             .build();
         let ctx = SessionContext::new_with_state(state);
+        crate::functions::register(&ctx);
         if let Some(remote) = blocks.as_ref().and_then(|b| b.remote()) {
             ctx.runtime_env()
                 .register_object_store(remote.root(), remote.store());

@@ -1,6 +1,7 @@
 //! Arrowhead query: SQL over the head with DataFusion, served by Flight SQL.
 pub mod catalog;
 pub mod engine;
+pub mod functions;
 pub mod scan;
 pub mod system;
 

@@ -586,3 +586,26 @@ async fn a_block_that_fails_to_decode_while_queried_is_set_aside_and_the_rest_se
     assert!(run(&e, "SELECT 1/0").await.is_err());
     assert_eq!(scalar_i64(&e, "SELECT count(*) FROM m").await, 20);
 }
+
+#[tokio::test]
+async fn time_series_functions_are_registered_and_span_head_and_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = head_and_blocks(dir.path());
+    // Values 0..9 at 0..9 s, half in the block, half in the head.
+    assert_eq!(
+        scalar_f64(
+            &e,
+            "SELECT increase(value, timestamp) FROM m WHERE host = 'a' AND zone = 'z1'"
+        )
+        .await,
+        9.0
+    );
+    assert_eq!(
+        scalar_f64(
+            &e,
+            "SELECT rate(value, timestamp) FROM m WHERE host = 'b' AND zone = 'z1'"
+        )
+        .await,
+        1.0
+    );
+}

@@ -1,0 +1,157 @@
+use super::*;
+
+fn eval(kind: CounterKind, samples: &[(i64, f64)]) -> Option<f64> {
+    let mut s = samples.to_vec();
+    normalise(&mut s);
+    kind.evaluate(&s)
+}
+
+#[test]
+fn counters_count_resets_as_prometheus_does_without_extrapolation() {
+    // 10 → 15 → reset to 3 → 8: 5 + 3 + 5 = 13 over 30 s.
+    let s = [(0, 10.0), (10_000, 15.0), (20_000, 3.0), (30_000, 8.0)];
+    assert_eq!(eval(CounterKind::Increase, &s), Some(13.0));
+    assert_eq!(eval(CounterKind::Rate, &s), Some(13.0 / 30.0));
+    assert_eq!(eval(CounterKind::Delta, &s), Some(-2.0));
+    assert_eq!(eval(CounterKind::Idelta, &s), Some(5.0));
+    assert_eq!(eval(CounterKind::Irate, &s), Some(0.5));
+    // irate right after a reset uses the new value.
+    let reset_last = [(0, 10.0), (2_000, 4.0)];
+    assert_eq!(eval(CounterKind::Irate, &reset_last), Some(2.0));
+    // Unsorted input gives the same answers.
+    let shuffled = [s[2], s[0], s[3], s[1]];
+    assert_eq!(eval(CounterKind::Increase, &shuffled), Some(13.0));
+    assert_eq!(eval(CounterKind::Irate, &shuffled), Some(0.5));
+}
+
+#[test]
+fn too_few_samples_nan_and_duplicate_timestamps() {
+    for kind in [
+        CounterKind::Increase,
+        CounterKind::Rate,
+        CounterKind::Irate,
+        CounterKind::Delta,
+        CounterKind::Idelta,
+    ] {
+        assert_eq!(eval(kind, &[]), None);
+        assert_eq!(eval(kind, &[(5, 1.0)]), None, "{kind:?}");
+        // Two samples at one timestamp are one sample.
+        assert_eq!(eval(kind, &[(5, 1.0), (5, 2.0)]), None, "{kind:?}");
+    }
+    // The greatest value of a timestamp is kept, whatever the order.
+    assert_eq!(
+        eval(
+            CounterKind::Increase,
+            &[(0, 1.0), (1_000, 9.0), (1_000, 4.0)]
+        ),
+        Some(8.0)
+    );
+    assert_eq!(
+        eval(
+            CounterKind::Increase,
+            &[(1_000, 4.0), (0, 1.0), (1_000, 9.0)]
+        ),
+        Some(8.0)
+    );
+    // NaN propagates as in PromQL arithmetic.
+    let nan = eval(CounterKind::Increase, &[(0, 1.0), (1, f64::NAN), (2, 3.0)]).unwrap();
+    assert!(nan.is_nan());
+}
+
+#[test]
+fn bucket_quantile_interpolates_like_prometheus() {
+    let mut b = vec![
+        (0.1, 10.0),
+        (0.5, 60.0),
+        (1.0, 90.0),
+        (f64::INFINITY, 100.0),
+    ];
+    // rank 50 of 100 falls in (0.1, 0.5]: 0.1 + 0.4 * (40 / 50).
+    assert!((bucket_quantile(0.5, &mut b.clone()) - 0.42).abs() < 1e-12);
+    // rank 5 in the first bucket: from 0.
+    assert!((bucket_quantile(0.05, &mut b.clone()) - 0.05).abs() < 1e-12);
+    // rank in +Inf: the largest finite bound.
+    assert_eq!(bucket_quantile(0.99, &mut b.clone()), 1.0);
+    assert_eq!(bucket_quantile(-0.1, &mut b.clone()), f64::NEG_INFINITY);
+    assert_eq!(bucket_quantile(1.1, &mut b.clone()), f64::INFINITY);
+    assert!(bucket_quantile(f64::NAN, &mut b.clone()).is_nan());
+    // Order does not matter; a non-monotonic bucket is raised to its predecessor.
+    b.reverse();
+    b[1].1 = 50.0; // the 1.0 bucket below the 0.5 bucket's 60: raised to 60
+    // Rank 70 is then past every finite bucket: the largest finite bound.
+    assert_eq!(bucket_quantile(0.7, &mut b.clone()), 1.0);
+    // Rank 55 falls in (0.1, 0.5]: 0.1 + 0.4 * (45 / 50), unchanged by the fix-up.
+    assert!((bucket_quantile(0.55, &mut b) - 0.46).abs() < 1e-12);
+    // Without +Inf, with one bucket, or with no observations: NaN.
+    assert!(bucket_quantile(0.5, &mut vec![(0.1, 1.0), (0.5, 2.0)]).is_nan());
+    assert!(bucket_quantile(0.5, &mut vec![(f64::INFINITY, 2.0)]).is_nan());
+    assert!(bucket_quantile(0.5, &mut vec![(1.0, 0.0), (f64::INFINITY, 0.0)]).is_nan());
+    // Equal bounds from several series add up.
+    let mut two = vec![
+        (1.0, 5.0),
+        (f64::INFINITY, 5.0),
+        (1.0, 5.0),
+        (f64::INFINITY, 5.0),
+    ];
+    assert!((bucket_quantile(0.5, &mut two) - 0.5).abs() < 1e-12);
+    // A first bucket with a bound at or below zero returns its bound.
+    assert_eq!(
+        bucket_quantile(
+            0.1,
+            &mut vec![(0.0, 5.0), (1.0, 10.0), (f64::INFINITY, 10.0)]
+        ),
+        0.0
+    );
+}
+
+async fn sql(ctx: &SessionContext, q: &str) -> String {
+    let batches = ctx.sql(q).await.unwrap().collect().await.unwrap();
+    arrow::util::pretty::pretty_format_batches(&batches)
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test]
+async fn functions_run_in_sql_with_grouping_and_partial_aggregation() {
+    let ctx = SessionContext::new_with_config(
+        datafusion::prelude::SessionConfig::new().with_target_partitions(4),
+    );
+    register(&ctx);
+    ctx.sql(
+        "CREATE VIEW c AS SELECT * FROM (VALUES \
+         ('a', 10.0, 0), ('a', 15.0, 10000), ('a', 3.0, 20000), ('a', 8.0, 30000), \
+         ('b', 1.0, 0), ('b', 2.0, 10000)) AS t(s, value, ms)",
+    )
+    .await
+    .unwrap();
+    let out = sql(
+        &ctx,
+        "SELECT s, increase(value, to_timestamp_millis(ms)) AS inc, \
+         rate(value, to_timestamp_millis(ms)) AS r, irate(value, ms) AS ir, \
+         delta(value, ms) AS d, idelta(value, ms) AS id \
+         FROM c GROUP BY s ORDER BY s",
+    )
+    .await;
+    assert!(
+        out.contains("| a | 13.0 | 0.43333333333333335 | 0.5 | -2.0 | 5.0 |"),
+        "{out}"
+    );
+    assert!(
+        out.contains("| b | 1.0  | 0.1                 | 0.1 | 1.0  | 1.0 |"),
+        "{out}"
+    );
+    let out = sql(
+        &ctx,
+        "SELECT histogram_quantile(0.5, le, v) AS p50 FROM (VALUES \
+         ('0.1', 10.0), ('0.5', 60.0), ('1', 90.0), ('+Inf', 100.0)) AS t(le, v)",
+    )
+    .await;
+    assert!(out.contains("0.42"), "{out}");
+    let err = ctx
+        .sql("SELECT increase('x', 1)")
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("value must be a number"), "{err}");
+}
