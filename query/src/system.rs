@@ -67,7 +67,7 @@ pub struct SystemSchema {
     targets: Arc<dyn TargetsSource>,
 }
 
-const TABLES: [&str; 4] = ["blocks", "metrics", "series", "targets"];
+const TABLES: [&str; 6] = ["alerts", "blocks", "metrics", "rules", "series", "targets"];
 
 impl SystemSchema {
     /// A schema over the head, the blocks (if any) and a targets source.
@@ -209,6 +209,29 @@ impl SystemSchema {
     }
 }
 
+fn rules_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("group_name", DataType::Utf8, false),
+        Field::new("name", DataType::Utf8, false),
+        Field::new("kind", DataType::Utf8, false),
+        Field::new("sql", DataType::Utf8, false),
+        Field::new("health", DataType::Utf8, false),
+        Field::new("last_error", DataType::Utf8, true),
+        Field::new("last_evaluation", timestamp_type(), true),
+        Field::new("evaluation_seconds", DataType::Float64, true),
+    ]))
+}
+
+fn alerts_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("name", DataType::Utf8, false),
+        Field::new("labels", DataType::Utf8, false),
+        Field::new("state", DataType::Utf8, false),
+        Field::new("active_since", timestamp_type(), true),
+        Field::new("value", DataType::Float64, true),
+    ]))
+}
+
 fn blocks_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
         Field::new("id", DataType::Utf8, false),
@@ -264,6 +287,10 @@ impl SchemaProvider for SystemSchema {
             "blocks" => self.blocks_batch()?,
             "series" => self.series_batch()?,
             "metrics" => self.metrics_batch()?,
+            // The rule engine (a later version) fills these; until then they exist, empty,
+            // with their final columns, so dashboards and tools can be written against them.
+            "rules" => RecordBatch::new_empty(rules_schema()),
+            "alerts" => RecordBatch::new_empty(alerts_schema()),
             _ => return Ok(None),
         };
         let table = MemTable::try_new(batch.schema(), vec![vec![batch]])?;
