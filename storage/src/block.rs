@@ -196,16 +196,18 @@ pub enum FileLocation {
 }
 
 /// The file name a metric is stored under: the name itself when it is a plain Prometheus
-/// metric name, otherwise every byte outside `[A-Za-z0-9_:]` percent-encoded. Names from
-/// remote write can hold anything; encoding keeps them inside the block directory (`/`, `.`
-/// and `%` are always encoded), and names too long for a file get a hash suffix instead.
+/// metric name, otherwise every byte outside `[A-Za-z0-9_:]` written as `-XX` (hex). Names
+/// from remote write can hold anything; encoding keeps them inside the block directory (`/`,
+/// `.` and `-` are always encoded), and names too long for a file get a hash suffix instead.
+/// Not `%`: object-store paths (and DataFusion's local store) percent-decode file names, so a
+/// `%` in a name would not survive the round trip.
 pub fn file_name(metric: &str) -> String {
     let mut out = String::with_capacity(metric.len() + 8);
     for b in metric.bytes() {
         if b.is_ascii_alphanumeric() || b == b'_' || b == b':' {
             out.push(b as char);
         } else {
-            out.push_str(&format!("%{b:02X}"));
+            out.push_str(&format!("-{b:02X}"));
         }
     }
     if out.len() > 200 {

@@ -609,3 +609,28 @@ async fn time_series_functions_are_registered_and_span_head_and_blocks() {
         1.0
     );
 }
+
+#[tokio::test]
+async fn a_metric_whose_file_name_is_escaped_is_read_back_from_its_block() {
+    let dir = tempfile::tempdir().unwrap();
+    let head = Arc::new(Head::new(HeadConfig::test_config()));
+    let blocks = Arc::new(storage::block::Blocks::open(dir.path()).unwrap());
+    let mut app = head.appender();
+    // Remote write accepts any metric name; its block file is percent-encoded.
+    let r = app.series("odd.name/x%y", &[("k", "v")]).unwrap();
+    app.append(r, 1_000, 1.0);
+    app.append(r, 2_000, 2.0);
+    app.commit().unwrap();
+    blocks.cut(&head, 1_500).unwrap().unwrap();
+    let e = QueryEngine::with_blocks(
+        head,
+        Some(blocks),
+        Arc::new(NoTargets),
+        &QueryConfig::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        scalar_f64(&e, "SELECT sum(value) FROM \"odd.name/x%y\"").await,
+        3.0
+    );
+}

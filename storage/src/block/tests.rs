@@ -25,9 +25,10 @@ fn file_names_are_plain_and_stay_inside_the_block() {
         "node_cpu_seconds_total.parquet"
     );
     assert_eq!(file_name("job:up:ratio"), "job:up:ratio.parquet");
-    assert_eq!(file_name("../etc/passwd"), "%2E%2E%2Fetc%2Fpasswd.parquet");
-    assert_eq!(file_name("a%2F"), "a%252F.parquet");
-    assert_ne!(file_name("a.b"), file_name("a%2Eb"));
+    assert_eq!(file_name("../etc/passwd"), "-2E-2E-2Fetc-2Fpasswd.parquet");
+    assert_eq!(file_name("a-2F"), "a-2D2F.parquet");
+    assert_eq!(file_name("a%b"), "a-25b.parquet");
+    assert_ne!(file_name("a.b"), file_name("a-2Eb"));
     let long = "x".repeat(300);
     let name = file_name(&long);
     assert!(name.len() < 220 && name.ends_with(".parquet"));
