@@ -41,13 +41,7 @@ use datafusion::prelude::SessionContext;
 
 /// Registers every function of this module in `ctx`.
 pub fn register(ctx: &SessionContext) {
-    for kind in [
-        CounterKind::Increase,
-        CounterKind::Rate,
-        CounterKind::Irate,
-        CounterKind::Delta,
-        CounterKind::Idelta,
-    ] {
+    for kind in CounterKind::ALL {
         ctx.register_udaf(AggregateUDF::from(CounterFunction::new(kind)));
     }
     ctx.register_udaf(AggregateUDF::from(HistogramQuantile::new()));
@@ -69,6 +63,15 @@ pub enum CounterKind {
 }
 
 impl CounterKind {
+    /// Every counter function.
+    pub const ALL: [CounterKind; 5] = [
+        Self::Increase,
+        Self::Rate,
+        Self::Irate,
+        Self::Delta,
+        Self::Idelta,
+    ];
+
     fn name(self) -> &'static str {
         match self {
             Self::Increase => "increase",

@@ -22,7 +22,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::tree_node::TreeNodeRecursion;
@@ -47,9 +47,9 @@ use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
     SendableRecordBatchStream,
 };
-use storage::block::{BlockView, FileLocation, MetricFile};
+use storage::block::{BlockView, FileLocation, MetricFile, metric_schema};
 use storage::head::{LabelMatcher, MatchOp, MetricHead, MetricSnapshot, TimeRange};
-use storage::head::{TIMESTAMP_COLUMN, VALUE_COLUMN, label_type, timestamp_type};
+use storage::head::{TIMESTAMP_COLUMN, VALUE_COLUMN};
 
 /// One metric as a table: its rows in the head plus its files in blocks. The schema (the
 /// union of the label columns of both) is fixed when the table is resolved (at planning);
@@ -98,18 +98,12 @@ impl MetricTable {
         }
         labels.sort();
         labels.dedup();
-        let mut fields: Vec<Field> = labels
-            .iter()
-            .map(|l| Field::new(l, label_type(), true))
-            .collect();
-        fields.push(Field::new(TIMESTAMP_COLUMN, timestamp_type(), false));
-        fields.push(Field::new(VALUE_COLUMN, DataType::Float64, false));
         Some(Self {
             metric,
             files,
             remote_root,
             head_from,
-            schema: Arc::new(Schema::new(fields)),
+            schema: metric_schema(&labels),
         })
     }
 

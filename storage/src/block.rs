@@ -900,5 +900,5 @@ pub mod remote;
 mod tests;
 
 pub use compact::CompactionConfig;
-pub use merge::MetricBuilder;
+pub use merge::{MetricBuilder, metric_schema};
 pub use remote::{RemoteError, RemoteStore};

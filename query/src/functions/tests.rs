@@ -26,13 +26,7 @@ fn counters_count_resets_as_prometheus_does_without_extrapolation() {
 
 #[test]
 fn too_few_samples_nan_and_duplicate_timestamps() {
-    for kind in [
-        CounterKind::Increase,
-        CounterKind::Rate,
-        CounterKind::Irate,
-        CounterKind::Delta,
-        CounterKind::Idelta,
-    ] {
+    for kind in CounterKind::ALL {
         assert_eq!(eval(kind, &[]), None);
         assert_eq!(eval(kind, &[(5, 1.0)]), None, "{kind:?}");
         // Two samples at one timestamp are one sample.

@@ -20,8 +20,9 @@ use arrow::row::{RowConverter, SortField};
 
 use crate::head::{TIMESTAMP_COLUMN, VALUE_COLUMN, label_column_name, label_type, timestamp_type};
 
-/// The table schema of a metric with these label columns (sorted by name).
-pub(crate) fn metric_schema(labels: &[String]) -> SchemaRef {
+/// The table schema of a metric with these label columns (sorted by name): one nullable
+/// label column each, then `timestamp` and `value`. Blocks, merges and query tables share it.
+pub fn metric_schema(labels: &[String]) -> SchemaRef {
     let mut fields: Vec<Field> = labels
         .iter()
         .map(|l| Field::new(l, label_type(), true))

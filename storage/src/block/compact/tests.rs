@@ -60,6 +60,19 @@ fn block_dirs(data: &Path) -> Vec<String> {
     v
 }
 
+/// A data directory with one cut block per time `t` in `times`, each holding `up{job="a"}`
+/// = 1 at `t` and ending at `t + 90`.
+fn cut_blocks(times: &[i64]) -> (tempfile::TempDir, Blocks) {
+    let dir = tempfile::tempdir().unwrap();
+    let head = Head::new(HeadConfig::test_config());
+    let blocks = Blocks::open(dir.path()).unwrap();
+    for &t in times {
+        append(&head, "up", &[("job", "a")], &[(t, 1.0)]);
+        blocks.cut(&head, t + 90).unwrap().unwrap();
+    }
+    (dir, blocks)
+}
+
 /// Writes a block the way `arrowhead import` does, without serving it.
 fn write_import(data: &Path, metric: &str, samples: &[(&str, i64, f64)]) -> String {
     let mut b = MetricBuilder::default();
@@ -217,13 +230,7 @@ fn cut_blocks_are_merged_without_losing_or_doubling_a_sample() {
 
 #[test]
 fn a_merge_keeps_its_inputs_until_the_delay_is_over() {
-    let dir = tempfile::tempdir().unwrap();
-    let head = Head::new(HeadConfig::test_config());
-    let blocks = Blocks::open(dir.path()).unwrap();
-    for t in [10, 110] {
-        append(&head, "up", &[("job", "a")], &[(t, 1.0)]);
-        blocks.cut(&head, t + 90).unwrap().unwrap();
-    }
+    let (dir, blocks) = cut_blocks(&[10, 110]);
     let delayed = CompactionConfig {
         ranges: vec![200],
         delete_delay: Duration::from_secs(3_600),
@@ -243,13 +250,7 @@ fn a_merge_keeps_its_inputs_until_the_delay_is_over() {
 
 #[test]
 fn inputs_left_behind_by_a_crash_are_deleted_at_start_up() {
-    let dir = tempfile::tempdir().unwrap();
-    let head = Head::new(HeadConfig::test_config());
-    let blocks = Blocks::open(dir.path()).unwrap();
-    for t in [10, 110] {
-        append(&head, "up", &[("job", "a")], &[(t, 1.0)]);
-        blocks.cut(&head, t + 90).unwrap().unwrap();
-    }
+    let (dir, blocks) = cut_blocks(&[10, 110]);
     // Keep a copy of an input, merge, then put the copy back as a crash would have left it.
     let input = blocks.view().blocks[0].dir.clone();
     let copy = dir.path().join("copy");
@@ -337,13 +338,7 @@ fn a_found_block_that_is_broken_goes_to_corrupted() {
 
 #[test]
 fn an_undecodable_input_is_moved_aside_and_the_rest_merges_later() {
-    let dir = tempfile::tempdir().unwrap();
-    let head = Head::new(HeadConfig::test_config());
-    let blocks = Blocks::open(dir.path()).unwrap();
-    for t in [10, 110, 210] {
-        append(&head, "up", &[("job", "a")], &[(t, 1.0)]);
-        blocks.cut(&head, t + 90).unwrap().unwrap();
-    }
+    let (_dir, blocks) = cut_blocks(&[10, 110, 210]);
     // Damage the middle of the first block's file, keeping its size and footer.
     let (path, _) = blocks.view().blocks[0].file("up").unwrap();
     let mut bytes = std::fs::read(&path).unwrap();
@@ -368,13 +363,7 @@ fn an_undecodable_input_is_moved_aside_and_the_rest_merges_later() {
 
 #[test]
 fn a_merge_whose_input_was_deleted_meanwhile_is_dropped() {
-    let dir = tempfile::tempdir().unwrap();
-    let head = Head::new(HeadConfig::test_config());
-    let blocks = Blocks::open(dir.path()).unwrap();
-    for t in [10, 110] {
-        append(&head, "up", &[("job", "a")], &[(t, 1.0)]);
-        blocks.cut(&head, t + 90).unwrap().unwrap();
-    }
+    let (dir, blocks) = cut_blocks(&[10, 110]);
     let inputs = blocks.view().blocks;
     // Retention takes the first block out of service while the merge reads it.
     blocks.replace_blocks(|state| state.blocks.remove(0));
