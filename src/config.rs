@@ -95,13 +95,113 @@ pub(crate) struct ServerConfig {
     pub(crate) http_listen: String,
     /// Flight SQL (gRPC).
     pub(crate) flight_listen: String,
-    /// Bearer-token auth for Flight SQL: not supported yet (refused rather than ignored,
-    /// since ignoring it would leave the endpoint open while the operator thinks it is not).
+    /// A file holding the bearer token Flight SQL clients must send (`authorization: Bearer
+    /// <token>`); surrounding whitespace is ignored. Unset: no authentication.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) auth_token_file: Option<NotSupportedYet>,
-    /// TLS for Flight SQL: not supported yet, refused for the same reason.
+    pub(crate) auth_token_file: Option<PathBuf>,
+    /// TLS for Flight SQL. Unset: plaintext gRPC.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) tls: Option<NotSupportedYet>,
+    pub(crate) tls: Option<TlsFiles>,
+}
+
+/// `server.tls`: the replica's certificate chain and private key, PEM files.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TlsFiles {
+    /// Certificate chain, leaf first.
+    pub(crate) cert_file: PathBuf,
+    /// Private key (PKCS#8, PKCS#1 or SEC1).
+    pub(crate) key_file: PathBuf,
+}
+
+/// What the Flight SQL listener needs from `server.auth_token_file` and `server.tls`, read.
+#[derive(Clone, Default)]
+pub(crate) struct FlightSecurity {
+    /// The token clients must present.
+    pub(crate) token: Option<String>,
+    /// PEM certificate chain and key.
+    pub(crate) tls: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for FlightSecurity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the token or the key.
+        f.debug_struct("FlightSecurity")
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
+}
+
+impl ServerConfig {
+    /// Reads and checks the token and TLS files; relative paths start at `base_dir`. Errors
+    /// name the key and the file, never the file's content.
+    pub(crate) fn flight_security(&self, base_dir: &Path) -> Result<FlightSecurity, String> {
+        let token = match &self.auth_token_file {
+            None => None,
+            Some(path) => {
+                let path = base_dir.join(path);
+                let text = std::fs::read_to_string(&path).map_err(|e| {
+                    format!(
+                        "server.auth_token_file: cannot read {}: {e}",
+                        path.display()
+                    )
+                })?;
+                let token = text.trim();
+                if token.is_empty() {
+                    return Err(format!(
+                        "server.auth_token_file: {} is empty",
+                        path.display()
+                    ));
+                }
+                if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                    return Err(format!(
+                        "server.auth_token_file: the token in {} contains whitespace or \
+                         control characters, which an HTTP header cannot carry",
+                        path.display()
+                    ));
+                }
+                Some(token.to_string())
+            }
+        };
+        let tls = match &self.tls {
+            None => None,
+            Some(files) => Some(files.read(base_dir)?),
+        };
+        Ok(FlightSecurity { token, tls })
+    }
+}
+
+impl TlsFiles {
+    /// Reads both files and checks that they hold a certificate and a private key.
+    fn read(&self, base_dir: &Path) -> Result<(Vec<u8>, Vec<u8>), String> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let read = |key: &str, path: &Path| {
+            let path = base_dir.join(path);
+            std::fs::read(&path)
+                .map(|bytes| (path.clone(), bytes))
+                .map_err(|e| format!("server.tls.{key}: cannot read {}: {e}", path.display()))
+        };
+        let (cert_path, cert) = read("cert_file", &self.cert_file)?;
+        let (key_path, key) = read("key_file", &self.key_file)?;
+        let certs = CertificateDer::pem_slice_iter(&cert)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("server.tls.cert_file: {}: {e}", cert_path.display()))?;
+        if certs.is_empty() {
+            return Err(format!(
+                "server.tls.cert_file: {} holds no PEM certificate",
+                cert_path.display()
+            ));
+        }
+        PrivateKeyDer::from_pem_slice(&key).map_err(|e| {
+            format!(
+                "server.tls.key_file: {} holds no usable PEM private key ({e})",
+                key_path.display()
+            )
+        })?;
+        Ok((cert, key))
+    }
 }
 
 impl Default for ServerConfig {
@@ -231,6 +331,7 @@ impl Config {
                 )));
             }
         }
+        self.server.flight_security(&self.base_dir).map_err(err)?;
         if self.server.http_listen == self.server.flight_listen {
             return Err(err(format!(
                 "server.http_listen and server.flight_listen are both {}",

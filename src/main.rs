@@ -1,5 +1,5 @@
 //! `arrowhead`: one binary for the replica (`serve`), its client (`query`) and offline tools
-//! (`check`, `import`). See DESIGN.md §4 for the command contract.
+//! (`export`, `check`, `import`). See DESIGN.md §4 for the command contract.
 
 mod commands;
 mod config;
@@ -24,6 +24,8 @@ enum Command {
     Serve(ServeArgs),
     /// Run SQL on a replica over Flight SQL and print the result.
     Query(QueryArgs),
+    /// Run SQL on a replica and stream the result into a Parquet file.
+    Export(ExportArgs),
     /// Validate configuration or rule files without running anything.
     #[command(subcommand)]
     Check(CheckCommand),
@@ -95,6 +97,32 @@ struct QueryArgs {
     /// Bearer token for servers that require one.
     #[arg(long, env = "ARROWHEAD_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// CA certificate (PEM) to trust for `grpc+tls://` endpoints, instead of the system's.
+    #[arg(long, env = "ARROWHEAD_TLS_CA")]
+    tls_ca: Option<PathBuf>,
+    /// The SQL statement.
+    sql: String,
+}
+
+#[derive(Debug, clap::Args)]
+struct ExportArgs {
+    /// Flight SQL endpoint; repeat for failover in order (a replica pair).
+    #[arg(
+        long = "endpoint",
+        env = "ARROWHEAD_ENDPOINT",
+        value_delimiter = ',',
+        default_value = query::client::DEFAULT_ENDPOINT
+    )]
+    endpoints: Vec<String>,
+    /// The Parquet file to write (replaced only once the whole result is in).
+    #[arg(long)]
+    output: PathBuf,
+    /// Bearer token for servers that require one.
+    #[arg(long, env = "ARROWHEAD_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// CA certificate (PEM) to trust for `grpc+tls://` endpoints, instead of the system's.
+    #[arg(long, env = "ARROWHEAD_TLS_CA")]
+    tls_ca: Option<PathBuf>,
     /// The SQL statement.
     sql: String,
 }
@@ -119,6 +147,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => commands::serve::run(args),
         Command::Query(args) => commands::query::run(args),
+        Command::Export(args) => commands::export::run(args),
         Command::Check(check) => commands::check::run(check),
         Command::Import(ImportCommand::Openmetrics(args)) => commands::import::run(args),
     };

@@ -5,6 +5,7 @@
 //! (connection refused, unavailable, timed out). An answer that is an error about the query
 //! itself (bad SQL, refused statement) is final: the other replica would say the same.
 
+use std::path::Path;
 use std::time::Duration;
 
 use arrow::array::RecordBatch;
@@ -16,7 +17,7 @@ use arrow_flight::sql::{CommandStatementQuery, ProstMessageExt};
 use arrow_flight::{FlightDescriptor, FlightInfo};
 use futures::{Stream, StreamExt, TryStreamExt};
 use prost::Message;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Status};
 
 /// The endpoint used when none is given.
@@ -111,28 +112,46 @@ impl std::fmt::Debug for QueryStream {
 }
 
 impl FlightSqlClient {
-    /// Connects to `grpc://host:port`.
-    pub async fn connect(url: &str, token: Option<String>) -> Result<Self, ClientError> {
+    /// Connects to `grpc://host:port`, or `grpc+tls://host:port` trusting the system's CA
+    /// certificates or, when given, only the PEM certificate(s) in `tls_ca`.
+    pub async fn connect(
+        url: &str,
+        token: Option<String>,
+        tls_ca: Option<&Path>,
+    ) -> Result<Self, ClientError> {
         let invalid = |reason: &str| ClientError::InvalidEndpoint {
             url: url.to_string(),
             reason: reason.to_string(),
         };
-        let address = if let Some(rest) = url.strip_prefix("grpc://") {
-            rest
-        } else if url.starts_with("grpc+tls://") {
-            return Err(invalid(
-                "TLS endpoints are not supported yet by this client",
-            ));
+        let (tls, address) = if let Some(rest) = url.strip_prefix("grpc://") {
+            (false, rest)
+        } else if let Some(rest) = url.strip_prefix("grpc+tls://") {
+            (true, rest)
         } else {
-            return Err(invalid("expected grpc://host:port"));
+            return Err(invalid("expected grpc://host:port or grpc+tls://host:port"));
         };
         if address.is_empty() || address.contains('/') {
-            return Err(invalid("expected grpc://host:port"));
+            return Err(invalid("expected grpc://host:port or grpc+tls://host:port"));
         }
-        let endpoint = Endpoint::from_shared(format!("http://{address}"))
+        let scheme = if tls { "https" } else { "http" };
+        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{address}"))
             .map_err(|e| invalid(&e.to_string()))?
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true);
+        if tls {
+            let config = match tls_ca {
+                Some(path) => {
+                    let pem = std::fs::read(path).map_err(|e| {
+                        invalid(&format!("cannot read CA file {}: {e}", path.display()))
+                    })?;
+                    ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem))
+                }
+                None => ClientTlsConfig::new().with_native_roots(),
+            };
+            endpoint = endpoint
+                .tls_config(config)
+                .map_err(|e| invalid(&error_chain(&e)))?;
+        }
         let channel = endpoint.connect().await.map_err(|e| ClientError::Connect {
             url: url.to_string(),
             reason: error_chain(&e),
@@ -225,9 +244,10 @@ impl FlightSqlClient {
 pub async fn query_with_failover(
     endpoints: &[String],
     token: Option<&str>,
+    tls_ca: Option<&Path>,
     sql: &str,
 ) -> Result<(SchemaRef, Vec<RecordBatch>), ClientError> {
-    let stream = stream_with_failover(endpoints, token, sql).await?;
+    let stream = stream_with_failover(endpoints, token, tls_ca, sql).await?;
     let batches: Vec<RecordBatch> = stream.batches.try_collect().await?;
     // The server plans again to run the query; should the table have widened in between, the
     // rows' own schema is the true one.
@@ -239,12 +259,14 @@ pub async fn query_with_failover(
 pub async fn stream_with_failover(
     endpoints: &[String],
     token: Option<&str>,
+    tls_ca: Option<&Path>,
     sql: &str,
 ) -> Result<QueryStream, ClientError> {
     let mut errors = Vec::new();
     for url in endpoints {
         let attempt = async {
-            let mut client = FlightSqlClient::connect(url, token.map(str::to_string)).await?;
+            let mut client =
+                FlightSqlClient::connect(url, token.map(str::to_string), tls_ca).await?;
             client.query(sql).await
         };
         match attempt.await {

@@ -10,32 +10,56 @@
 //! statement kind, and on the logical plan with DataFusion's `SQLOptions` (no DDL, no DML, no
 //! session statements), which also catches DDL hidden in queries such as `SELECT ... INTO`.
 //!
+//! Execution is isolated and bounded (DESIGN.md §4, `query:` in §5):
+//!
+//! * Queries run on their own multi-threaded tokio runtime (threads `arrowhead-query`), never
+//!   on the runtime that scrapes, writes the WAL and serves HTTP: DataFusion's operators are
+//!   CPU-bound and would otherwise hold those workers. Batches cross to the caller through a
+//!   small channel, so a slow client holds at most two batches in memory.
+//! * `query.max_concurrent` slots: a query waits for one (for at most its timeout) before it
+//!   runs; the wait counts towards the timeout.
+//! * `query.timeout`: a deadline over the whole query, waiting for a slot and streaming
+//!   included. When it passes the execution is dropped, which stops DataFusion's tasks and
+//!   frees their memory, and the client gets a `ResourceExhausted` error naming the limit. A
+//!   client that goes away cancels its query the same way.
+//! * `query.memory_limit`: one DataFusion memory pool shared by running queries; a query
+//!   that would exceed it fails with an error naming the limit. Spilling to disk is off: a
+//!   query must never fill the disk the WAL and blocks live on.
+//!
 //! Label columns are dictionary-encoded inside the engine (cheap filters and group-bys); every
 //! result leaves as plain `Utf8`, the wire type of DESIGN.md §3. String views, which some
 //! DataFusion functions produce, leave as `Utf8` too, so clients see one string type.
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::DataFusionError;
+use datafusion::common::ScalarValue;
 use datafusion::datasource::physical_plan::FileScanConfig;
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DfStatement;
-use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
+use datafusion::sql::sqlparser::ast::{
+    Expr as SqlExpr, Statement as SqlStatement, Value as SqlValue, visit_expressions_mut,
+};
 use futures::StreamExt;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 use storage::Head;
 use storage::block::Blocks;
 use storage::units::{ByteSize, Duration};
+use tokio::sync::{Semaphore, mpsc};
+use tokio::time::Instant;
 
 use crate::catalog::{ArrowheadCatalog, CATALOG, METRICS_SCHEMA};
 use crate::system::TargetsSource;
@@ -141,6 +165,12 @@ pub struct QueryMetrics {
     pub executed: Counter,
     /// Statements refused or failed, at planning or while streaming.
     pub errors: Counter,
+    /// Queries cancelled by `query.timeout` (also counted in `errors`).
+    pub timeouts: Counter,
+    /// Queries running now (holding one of the `query.max_concurrent` slots).
+    pub running: Gauge,
+    /// Queries waiting for a slot.
+    pub queued: Gauge,
 }
 
 impl QueryMetrics {
@@ -152,6 +182,21 @@ impl QueryMetrics {
             "errors",
             "SQL statements refused, or failed while planning or running",
             self.errors.clone(),
+        );
+        r.register(
+            "timeouts",
+            "Queries cancelled because they ran longer than query.timeout",
+            self.timeouts.clone(),
+        );
+        r.register(
+            "running",
+            "Queries running (at most query.max_concurrent)",
+            self.running.clone(),
+        );
+        r.register(
+            "queued",
+            "Queries waiting for one of the query.max_concurrent slots",
+            self.queued.clone(),
         );
     }
 }
@@ -165,6 +210,67 @@ pub struct QueryEngine {
     metrics: QueryMetrics,
     /// The blocks tables read, to take out a block whose files fail to decode.
     blocks: Option<Arc<Blocks>>,
+    /// Where queries run, and their limits.
+    limits: Arc<Limits>,
+}
+
+/// The execution side shared by every clone of an engine: the query runtime and the limits.
+struct Limits {
+    /// The runtime queries execute on; shut down in the background when the last engine goes.
+    runtime: Option<tokio::runtime::Runtime>,
+    handle: tokio::runtime::Handle,
+    timeout: Duration,
+    memory_limit: ByteSize,
+    max_concurrent: usize,
+    slots: Arc<Semaphore>,
+}
+
+impl Drop for Limits {
+    fn drop(&mut self) {
+        // Dropping a runtime blocks, which is not allowed inside another runtime's task.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl Limits {
+    fn new(config: &QueryConfig) -> Result<Self, QueryError> {
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("arrowhead-query")
+            .enable_all()
+            .build()
+            .map_err(|e| QueryError::Internal(format!("cannot start the query runtime: {e}")))?;
+        Ok(Self {
+            handle: runtime.handle().clone(),
+            runtime: Some(runtime),
+            timeout: config.timeout,
+            memory_limit: config.memory_limit,
+            max_concurrent: config.max_concurrent,
+            slots: Arc::new(Semaphore::new(config.max_concurrent)),
+        })
+    }
+
+    fn timeout_error(&self) -> DataFusionError {
+        DataFusionError::ResourcesExhausted(format!(
+            "query cancelled: it ran longer than query.timeout ({})",
+            self.timeout
+        ))
+    }
+
+    /// Says which limit a memory-pool error is about.
+    fn name_memory_limit(&self, e: DataFusionError) -> DataFusionError {
+        if !matches!(kind(&e), Kind::Limit) || e.to_string().contains("query.") {
+            return e;
+        }
+        DataFusionError::ResourcesExhausted(format!(
+            "query exceeded query.memory_limit ({}, shared by all running queries): {}",
+            self.memory_limit,
+            e.strip_backtrace()
+        ))
+    }
 }
 
 impl std::fmt::Debug for QueryEngine {
@@ -231,6 +337,17 @@ pub struct PlannedQuery {
     schema: SchemaRef,
     metrics: QueryMetrics,
     blocks: Option<Arc<Blocks>>,
+    limits: Arc<Limits>,
+}
+
+impl std::fmt::Debug for Limits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Limits")
+            .field("timeout", &self.timeout)
+            .field("memory_limit", &self.memory_limit)
+            .field("max_concurrent", &self.max_concurrent)
+            .finish_non_exhaustive()
+    }
 }
 
 impl PlannedQuery {
@@ -239,48 +356,93 @@ impl PlannedQuery {
         Arc::clone(&self.schema)
     }
 
-    /// Runs the query; batches arrive already converted to wire types.
+    /// The statement's parameters as a schema: one field per placeholder (`$1`, `$2`, …) in
+    /// position order, with its wire type (`Null` where the planner could not infer one).
+    pub fn parameter_schema(&self) -> Result<SchemaRef, QueryError> {
+        let fields: Vec<Field> = parameter_types(&self.frame)?
+            .into_iter()
+            .map(|(name, ty)| Field::new(name, ty.map_or(DataType::Null, |t| wire_type(&t)), true))
+            .collect();
+        Ok(Arc::new(Schema::new(fields)))
+    }
+
+    /// Runs the query on the query runtime once a `query.max_concurrent` slot is free;
+    /// batches arrive already converted to wire types. Dropping the stream cancels the query.
     pub async fn execute(self) -> Result<SendableRecordBatchStream, QueryError> {
         self.metrics.executed.inc();
-        let errors = self.metrics.errors.clone();
-        let task = Arc::new(self.frame.task_ctx());
-        let stream = match self.frame.create_physical_plan().await {
-            Ok(plan) => {
-                let files = scanned_files(&plan);
-                datafusion::physical_plan::execute_stream(plan, task).map(|s| (s, files))
-            }
-            Err(e) => Err(e),
-        };
-        let (stream, files) = match stream {
-            Ok(s) => s,
-            Err(e) => {
-                errors.inc();
-                return Err(e.into());
-            }
+        let limits = Arc::clone(&self.limits);
+        let deadline = Instant::now() + limits.timeout.get();
+        let metrics = self.metrics.clone();
+        metrics.queued.inc();
+        let slot =
+            tokio::time::timeout_at(deadline, Arc::clone(&limits.slots).acquire_owned()).await;
+        metrics.queued.dec();
+        let Ok(Ok(slot)) = slot else {
+            metrics.errors.inc();
+            metrics.timeouts.inc();
+            return Err(QueryError::ResourceExhausted(format!(
+                "query cancelled: it waited longer than query.timeout ({}) for one of the \
+                 query.max_concurrent ({}) slots",
+                limits.timeout, limits.max_concurrent
+            )));
         };
         let schema = Arc::clone(&self.schema);
-        let blocks = self.blocks;
-        let converted = stream.then(move |batch| {
-            let (schema, errors, blocks, files) = (
-                Arc::clone(&schema),
-                errors.clone(),
-                blocks.clone(),
-                Arc::clone(&files),
-            );
-            async move {
-                let converted = batch.and_then(|b| Ok(to_wire(&b, &schema)?));
-                let Err(e) = converted else {
-                    return converted;
-                };
-                errors.inc();
-                Err(set_aside_unreadable(e, blocks, files).await)
-            }
+        let (tx, rx) = mpsc::channel(2);
+        let run = run_to_channel(self, deadline, tx);
+        limits.handle.spawn(async move {
+            let _slot = slot;
+            metrics.running.inc();
+            run.await;
+            metrics.running.dec();
         });
-        Ok(Box::pin(RecordBatchStreamAdapter::new(
-            Arc::clone(&self.schema),
-            converted,
-        )))
+        let batches = tokio_stream::wrappers::ReceiverStream::new(rx);
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, batches)))
     }
+}
+
+/// Executes `query` (on the query runtime) and sends its wire batches to `tx` until the end,
+/// an error, the deadline, or the receiver going away.
+async fn run_to_channel(
+    query: PlannedQuery,
+    deadline: Instant,
+    tx: mpsc::Sender<Result<RecordBatch, DataFusionError>>,
+) {
+    let PlannedQuery {
+        frame,
+        schema,
+        metrics,
+        blocks,
+        limits,
+    } = query;
+    let mut files = Arc::new(Vec::new());
+    let work = async {
+        let task = Arc::new(frame.task_ctx());
+        let plan = frame.create_physical_plan().await?;
+        files = scanned_files(&plan);
+        let mut stream = datafusion::physical_plan::execute_stream(plan, task)?;
+        while let Some(batch) = stream.next().await {
+            let batch = to_wire(&batch?, &schema)?;
+            if tx.send(Ok(batch)).await.is_err() {
+                break;
+            }
+        }
+        Ok::<(), DataFusionError>(())
+    };
+    let error = tokio::select! {
+        result = tokio::time::timeout_at(deadline, work) => match result {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) => limits.name_memory_limit(e),
+            Err(_) => {
+                metrics.timeouts.inc();
+                limits.timeout_error()
+            }
+        },
+        // The client went away: dropping the work cancels it.
+        () = tx.closed() => return,
+    };
+    metrics.errors.inc();
+    let error = set_aside_unreadable(error, blocks, files).await;
+    let _ = tx.send(Err(error)).await;
 }
 
 impl QueryEngine {
@@ -310,6 +472,9 @@ impl QueryEngine {
         options.sql_parser.map_string_types_to_utf8view = false;
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_limit(config.memory_limit.bytes() as usize, 1.0)
+            .with_disk_manager_builder(
+                DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
+            )
             .build_arc()?;
         let state = SessionStateBuilder::new()
             .with_config(session)
@@ -330,6 +495,7 @@ impl QueryEngine {
             ctx,
             metrics: QueryMetrics::default(),
             blocks,
+            limits: Arc::new(Limits::new(config)?),
         })
     }
 
@@ -347,11 +513,89 @@ impl QueryEngine {
         result
     }
 
+    /// Plans `sql` with its placeholders (`$1`, `$2`, … or `?` in order) bound to `params`,
+    /// each cast to the type the query expects where the planner inferred one.
+    pub async fn plan_with_params(
+        &self,
+        sql: &str,
+        params: Vec<ScalarValue>,
+    ) -> Result<PlannedQuery, QueryError> {
+        let result = async {
+            let mut planned = self.plan_inner(sql).await?;
+            let expected = parameter_types(&planned.frame)?;
+            if expected.len() != params.len() {
+                return Err(QueryError::InvalidArgument(format!(
+                    "the statement has {} parameter(s) but {} value(s) were bound",
+                    expected.len(),
+                    params.len()
+                )));
+            }
+            let params = params
+                .into_iter()
+                .zip(&expected)
+                .map(|(value, (_, ty))| match ty {
+                    Some(ty) if *ty != value.data_type() && !value.is_null() => {
+                        value.cast_to(ty).map_err(|e| {
+                            QueryError::InvalidArgument(format!(
+                                "parameter value {value} does not fit type {ty}: {e}"
+                            ))
+                        })
+                    }
+                    _ => Ok(value),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            planned.frame = planned.frame.with_param_values(params)?;
+            planned.schema = wire_schema(&planned.frame.schema().as_arrow().clone().into());
+            Ok(planned)
+        }
+        .await;
+        if result.is_err() {
+            self.metrics.errors.inc();
+        }
+        result
+    }
+
+    /// Every table a client can list: catalog, schema, name, kind (`TABLE` for metrics,
+    /// `SYSTEM TABLE` for `system.*`) and wire schema, in catalog order.
+    pub async fn tables(&self) -> Result<Vec<TableInfo>, QueryError> {
+        let mut out = Vec::new();
+        for catalog_name in self.ctx.catalog_names() {
+            let Some(catalog) = self.ctx.catalog(&catalog_name) else {
+                continue;
+            };
+            for schema_name in catalog.schema_names() {
+                let Some(schema) = catalog.schema(&schema_name) else {
+                    continue;
+                };
+                let mut names = schema.table_names();
+                names.sort();
+                for name in names {
+                    let Some(table) = schema.table(&name).await? else {
+                        continue;
+                    };
+                    out.push(TableInfo {
+                        catalog: catalog_name.clone(),
+                        schema: schema_name.clone(),
+                        table_type: if schema_name == METRICS_SCHEMA {
+                            "TABLE"
+                        } else {
+                            "SYSTEM TABLE"
+                        },
+                        columns: wire_schema(&table.schema()),
+                        name,
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
     async fn plan_inner(&self, sql: &str) -> Result<PlannedQuery, QueryError> {
         let state = self.ctx.state();
         let dialect = state.config().options().sql_parser.dialect;
-        let statement = state.sql_to_statement(sql, &dialect)?;
+        let mut statement = state.sql_to_statement(sql, &dialect)?;
         check_read_only(&statement)?;
+        number_question_marks(&mut statement);
         let plan = state.statement_to_plan(statement).await?;
         SQLOptions::new()
             .with_allow_ddl(false)
@@ -366,6 +610,7 @@ impl QueryEngine {
             schema,
             metrics: self.metrics.clone(),
             blocks: self.blocks.clone(),
+            limits: Arc::clone(&self.limits),
         })
     }
 
@@ -373,6 +618,57 @@ impl QueryEngine {
     pub async fn execute(&self, sql: &str) -> Result<SendableRecordBatchStream, QueryError> {
         self.plan(sql).await?.execute().await
     }
+}
+
+/// A table as metadata calls (Flight SQL GetTables) list it.
+#[derive(Debug, Clone)]
+pub struct TableInfo {
+    /// Catalog name.
+    pub catalog: String,
+    /// Schema name.
+    pub schema: String,
+    /// Table name.
+    pub name: String,
+    /// `TABLE` or `SYSTEM TABLE`.
+    pub table_type: &'static str,
+    /// Columns with their wire types.
+    pub columns: SchemaRef,
+}
+
+/// The placeholders of a planned query in position order (`$1`, `$2`, …) with the types the
+/// planner inferred for them.
+fn parameter_types(frame: &DataFrame) -> Result<Vec<(String, Option<DataType>)>, QueryError> {
+    let mut params: Vec<(String, Option<DataType>)> = frame
+        .logical_plan()
+        .get_parameter_types()?
+        .into_iter()
+        .collect();
+    params.sort_by_key(|(name, _)| {
+        name.strip_prefix('$')
+            .and_then(|n| n.parse::<usize>().ok())
+            .unwrap_or(usize::MAX)
+    });
+    Ok(params)
+}
+
+/// Numbers `?` placeholders `$1`, `$2`, … in the order they appear, so that clients using
+/// JDBC/ODBC-style markers (JDBC, ADBC's qmark style) bind by position; DataFusion itself
+/// reads `?` as one named parameter.
+fn number_question_marks(statement: &mut DfStatement) {
+    let DfStatement::Statement(statement) = statement else {
+        return;
+    };
+    let mut n = 0;
+    let _ = visit_expressions_mut(statement.as_mut(), |e| {
+        if let SqlExpr::Value(v) = e
+            && let SqlValue::Placeholder(p) = &mut v.value
+            && p == "?"
+        {
+            n += 1;
+            *p = format!("${n}");
+        }
+        ControlFlow::<()>::Continue(())
+    });
 }
 
 /// Refuses anything but queries and metadata statements, naming what was refused.

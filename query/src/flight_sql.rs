@@ -15,11 +15,41 @@
 //! which costs far less than executing. Every execution re-checks read-only rules, so a forged
 //! handle gains nothing.
 //!
+//! Parameters (`$1`, `$2`, … or `?`): `CreatePreparedStatement` answers the parameter schema
+//! the planner inferred; `DoPut(CommandPreparedStatementQuery)` with one row of values
+//! answers a *new* handle (Flight SQL's `DoPutPreparedStatementResult`) that carries the SQL
+//! and the values (`0x00`, SQL length as u32 LE, SQL, the row as an Arrow IPC stream), so
+//! binding stays stateless too. Plain handles never start with a NUL byte.
+//!
+//! Metadata: `GetSqlInfo`, `GetCatalogs`, `GetDbSchemas`, `GetTables` (with `include_schema`),
+//! `GetTableTypes` (`TABLE` for metrics, `SYSTEM TABLE` for `system.*`), `GetPrimaryKeys`
+//! (always empty: tables have no keys) and `GetXdbcTypeInfo` (the types results use), with
+//! Flight SQL's filter patterns applied by arrow-flight's builders. `Handshake` succeeds
+//! without credentials: authentication is the bearer token on every call ([`BearerAuth`]).
+//!
 //! Errors map once, here, from [`QueryError`] classes to gRPC codes: read-only violations are
 //! `PermissionDenied`, bad SQL `InvalidArgument`, limits `ResourceExhausted`, faults `Internal`.
 
+use std::collections::BTreeSet;
 use std::pin::Pin;
 use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::ipc::reader::StreamReader;
+use arrow::ipc::writer::StreamWriter;
+use arrow_flight::decode::FlightRecordBatchStream;
+use arrow_flight::sql::metadata::{XdbcTypeInfo, XdbcTypeInfoData, XdbcTypeInfoDataBuilder};
+use arrow_flight::sql::server::PeekableFlightDataStream;
+use arrow_flight::sql::{
+    CommandGetCatalogs, CommandGetDbSchemas, CommandGetPrimaryKeys, CommandGetTableTypes,
+    CommandGetTables, CommandGetXdbcTypeInfo, DoPutPreparedStatementResult, Nullable, Searchable,
+    XdbcDataType,
+};
+use arrow_flight::{HandshakeRequest, HandshakeResponse};
+use bytes::Bytes;
+use datafusion::common::ScalarValue;
+use tonic::Streaming;
 
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
@@ -38,12 +68,76 @@ use arrow_flight::{
 };
 use futures::{Stream, TryStreamExt};
 use prost::Message;
+use subtle::ConstantTimeEq;
+use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
 use tracing::debug;
 
-use crate::engine::{QueryEngine, QueryError};
+use crate::engine::{PlannedQuery, QueryEngine, QueryError};
 
 type DoGetStream = Pin<Box<dyn Stream<Item = Result<FlightData, Status>> + Send + 'static>>;
+
+/// Bearer-token authentication for every Flight RPC (`server.auth_token_file`): a tonic
+/// interceptor, so no call reaches the service without it.
+///
+/// The presented token is compared in constant time (`subtle`), so response timing says
+/// nothing about how much of a guess was right; neither token is ever logged or echoed.
+#[derive(Clone)]
+pub struct BearerAuth {
+    /// None: every call passes (no `server.auth_token_file`).
+    expected: Option<Arc<[u8]>>,
+}
+
+impl std::fmt::Debug for BearerAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BearerAuth(<redacted>)")
+    }
+}
+
+impl BearerAuth {
+    /// Requires `token` when given; lets every call through otherwise.
+    pub fn new(token: Option<&str>) -> Self {
+        Self {
+            expected: token.map(|t| t.as_bytes().into()),
+        }
+    }
+
+    fn check(&self, header: Option<&[u8]>) -> bool {
+        let Some(expected) = &self.expected else {
+            return true;
+        };
+        let Some(presented) = header.and_then(bearer_token) else {
+            return false;
+        };
+        // Lengths differ → false at once: the length of a secret of this kind is not secret.
+        bool::from(presented.ct_eq(expected))
+    }
+}
+
+/// The token of an `authorization: Bearer <token>` value (scheme case-insensitive).
+fn bearer_token(value: &[u8]) -> Option<&[u8]> {
+    let (scheme, rest) = value.split_at_checked(7)?;
+    scheme
+        .eq_ignore_ascii_case(b"bearer ")
+        .then(|| rest.trim_ascii())
+}
+
+impl tonic::service::Interceptor for BearerAuth {
+    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
+        let header = request
+            .metadata()
+            .get("authorization")
+            .map(|v| v.as_bytes());
+        if self.check(header) {
+            Ok(request)
+        } else {
+            Err(Status::unauthenticated(
+                "this replica requires a bearer token: send `authorization: Bearer <token>` \
+                 (arrowhead query --token, ADBC adbc.flight.sql.authorization_header)",
+            ))
+        }
+    }
+}
 
 /// The Flight SQL service over a [`QueryEngine`].
 #[derive(Clone)]
@@ -51,6 +145,8 @@ pub struct FlightSqlServer {
     engine: QueryEngine,
     /// Answers to GetSqlInfo, built once.
     sql_info: Arc<SqlInfoData>,
+    /// Answers to GetXdbcTypeInfo, built once.
+    xdbc_types: Arc<XdbcTypeInfoData>,
 }
 
 impl std::fmt::Debug for FlightSqlServer {
@@ -67,12 +163,21 @@ impl FlightSqlServer {
         Self {
             engine,
             sql_info: Arc::new(sql_info()),
+            xdbc_types: Arc::new(xdbc_type_info()),
         }
     }
 
     /// The tonic service to mount on a server.
     pub fn into_service(self) -> FlightServiceServer<Self> {
         FlightServiceServer::new(self)
+    }
+
+    /// The tonic service behind `auth`, which every call passes first.
+    pub fn into_service_with_auth(
+        self,
+        auth: BearerAuth,
+    ) -> InterceptedService<FlightServiceServer<Self>, BearerAuth> {
+        InterceptedService::new(self.into_service(), auth)
     }
 
     async fn flight_info(
@@ -85,8 +190,17 @@ impl FlightSqlServer {
         flight_info(&planned.schema(), ticket, descriptor)
     }
 
-    async fn run(&self, sql: &str) -> Result<Response<DoGetStream>, Status> {
-        let planned = self.engine.plan(sql).await.map_err(status)?;
+    /// Plans a prepared-statement handle, with its bound parameters if it has any.
+    async fn plan_handle(&self, handle: &[u8]) -> Result<PlannedQuery, Status> {
+        let (sql, params) = decode_handle(handle)?;
+        match params {
+            None => self.engine.plan(&sql).await,
+            Some(params) => self.engine.plan_with_params(&sql, params).await,
+        }
+        .map_err(status)
+    }
+
+    async fn run(&self, planned: PlannedQuery) -> Result<Response<DoGetStream>, Status> {
         let schema = planned.schema();
         let batches = planned
             .execute()
@@ -99,6 +213,147 @@ impl FlightSqlServer {
             .map_err(Status::from);
         Ok(Response::new(Box::pin(stream)))
     }
+}
+
+/// A DoGet answer of one metadata batch.
+fn one_batch(
+    schema: SchemaRef,
+    batch: Result<RecordBatch, impl std::fmt::Display>,
+) -> Result<Response<DoGetStream>, Status> {
+    let batch = batch.map_err(|e| Status::internal(format!("cannot build the answer: {e}")))?;
+    let stream = FlightDataEncoderBuilder::new()
+        .with_schema(schema)
+        .build(futures::stream::once(async { Ok(batch) }))
+        .map_err(Status::from);
+    Ok(Response::new(Box::pin(stream)))
+}
+
+/// First byte of a handle that carries bound parameters (SQL text never starts with NUL).
+const BOUND_HANDLE: u8 = 0;
+
+/// A handle for `sql` with the one-row parameter batch `params`.
+fn encode_bound_handle(sql: &str, params: &RecordBatch) -> Result<Vec<u8>, Status> {
+    let len = u32::try_from(sql.len())
+        .map_err(|_| Status::invalid_argument("statement too long to bind parameters to"))?;
+    let mut out = vec![BOUND_HANDLE];
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(sql.as_bytes());
+    let encode =
+        |e: arrow::error::ArrowError| Status::internal(format!("cannot encode parameters: {e}"));
+    let mut writer = StreamWriter::try_new(&mut out, &params.schema()).map_err(encode)?;
+    writer.write(params).map_err(encode)?;
+    writer.finish().map_err(encode)?;
+    drop(writer);
+    Ok(out)
+}
+
+/// The SQL of a handle and, for a bound one, its parameter values in position order.
+fn decode_handle(handle: &[u8]) -> Result<(String, Option<Vec<ScalarValue>>), Status> {
+    let bad = || Status::invalid_argument("malformed prepared statement handle");
+    let Some((&BOUND_HANDLE, rest)) = handle.split_first() else {
+        return Ok((handle_to_sql(handle)?.to_string(), None));
+    };
+    let (len, rest) = rest.split_at_checked(4).ok_or_else(bad)?;
+    let len = u32::from_le_bytes(len.try_into().map_err(|_| bad())?) as usize;
+    let (sql, ipc) = rest.split_at_checked(len).ok_or_else(bad)?;
+    let sql = handle_to_sql(sql)?.to_string();
+    let reader = StreamReader::try_new(std::io::Cursor::new(ipc), None).map_err(|_| bad())?;
+    let mut values = Vec::new();
+    for batch in reader {
+        let batch = batch.map_err(|_| bad())?;
+        if batch.num_rows() != 1 {
+            return Err(bad());
+        }
+        for column in batch.columns() {
+            values.push(ScalarValue::try_from_array(column, 0).map_err(|_| bad())?);
+        }
+    }
+    Ok((sql, Some(values)))
+}
+
+/// The types result columns use, for `GetXdbcTypeInfo`.
+fn xdbc_type_info() -> XdbcTypeInfoData {
+    let mut b = XdbcTypeInfoDataBuilder::new();
+    let types = [
+        (
+            "VARCHAR",
+            XdbcDataType::XdbcVarchar,
+            Some("'"),
+            true,
+            Searchable::Full,
+        ),
+        (
+            "DOUBLE",
+            XdbcDataType::XdbcDouble,
+            None,
+            false,
+            Searchable::Basic,
+        ),
+        (
+            "BIGINT",
+            XdbcDataType::XdbcBigint,
+            None,
+            false,
+            Searchable::Basic,
+        ),
+        (
+            "INTEGER",
+            XdbcDataType::XdbcInteger,
+            None,
+            false,
+            Searchable::Basic,
+        ),
+        (
+            "BOOLEAN",
+            XdbcDataType::XdbcBit,
+            None,
+            false,
+            Searchable::Basic,
+        ),
+        (
+            "TIMESTAMP",
+            XdbcDataType::XdbcTimestamp,
+            Some("'"),
+            false,
+            Searchable::Basic,
+        ),
+    ];
+    for (name, data_type, quote, case_sensitive, searchable) in types {
+        b.append(XdbcTypeInfo {
+            type_name: name.to_string(),
+            data_type,
+            column_size: None,
+            literal_prefix: quote.map(str::to_string),
+            literal_suffix: quote.map(str::to_string),
+            create_params: None,
+            nullable: Nullable::NullabilityNullable,
+            case_sensitive,
+            searchable,
+            unsigned_attribute: None,
+            fixed_prec_scale: false,
+            auto_increment: None,
+            local_type_name: Some(name.to_string()),
+            minimum_scale: None,
+            maximum_scale: None,
+            sql_data_type: data_type,
+            datetime_subcode: None,
+            num_prec_radix: None,
+            interval_precision: None,
+        });
+    }
+    b.build().expect("static type info is valid")
+}
+
+/// The (empty) answer to `GetPrimaryKeys`, with the schema the Flight SQL spec gives.
+fn primary_keys_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("catalog_name", DataType::Utf8, true),
+        Field::new("db_schema_name", DataType::Utf8, true),
+        Field::new("table_name", DataType::Utf8, false),
+        Field::new("column_name", DataType::Utf8, false),
+        Field::new("key_name", DataType::Utf8, true),
+        Field::new("key_sequence", DataType::Int32, false),
+    ]))
 }
 
 /// The gRPC status for a query error.
@@ -189,7 +444,8 @@ impl FlightSqlService for FlightSqlServer {
         _request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
         let sql = handle_to_sql(&ticket.statement_handle)?;
-        self.run(sql).await
+        let planned = self.engine.plan(sql).await.map_err(status)?;
+        self.run(planned).await
     }
 
     async fn do_action_create_prepared_statement(
@@ -198,13 +454,54 @@ impl FlightSqlService for FlightSqlServer {
         _request: Request<Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
         let planned = self.engine.plan(&query.query).await.map_err(status)?;
-        let IpcMessage(dataset_schema) = SchemaAsIpc::new(&planned.schema(), &Default::default())
-            .try_into()
-            .map_err(|e| Status::internal(format!("cannot encode schema: {e}")))?;
+        let encode = |schema: &Schema| -> Result<Bytes, Status> {
+            let IpcMessage(bytes) = SchemaAsIpc::new(schema, &Default::default())
+                .try_into()
+                .map_err(|e| Status::internal(format!("cannot encode schema: {e}")))?;
+            Ok(bytes)
+        };
+        let parameters = planned.parameter_schema().map_err(status)?;
         Ok(ActionCreatePreparedStatementResult {
             prepared_statement_handle: query.query.into_bytes().into(),
-            dataset_schema,
-            parameter_schema: Default::default(),
+            dataset_schema: encode(&planned.schema())?,
+            parameter_schema: if parameters.fields().is_empty() {
+                Bytes::new()
+            } else {
+                encode(&parameters)?
+            },
+        })
+    }
+
+    async fn do_put_prepared_statement_query(
+        &self,
+        cmd: CommandPreparedStatementQuery,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<DoPutPreparedStatementResult, Status> {
+        let (sql, _) = decode_handle(&cmd.prepared_statement_handle)?;
+        let batches: Vec<RecordBatch> = FlightRecordBatchStream::new_from_flight_data(
+            request.into_inner().map_err(FlightError::from),
+        )
+        .try_collect()
+        .await
+        .map_err(|e| Status::invalid_argument(format!("cannot read the bound parameters: {e}")))?;
+        let batches: Vec<&RecordBatch> = batches.iter().filter(|b| b.num_rows() > 0).collect();
+        let [params] = batches.as_slice() else {
+            return Err(Status::invalid_argument(format!(
+                "bind exactly one row of parameters to a query ({} given)",
+                batches.iter().map(|b| b.num_rows()).sum::<usize>()
+            )));
+        };
+        if params.num_rows() != 1 {
+            return Err(Status::invalid_argument(format!(
+                "bind exactly one row of parameters to a query ({} given)",
+                params.num_rows()
+            )));
+        }
+        let handle = encode_bound_handle(&sql, params)?;
+        // Plan now, so a value that does not fit fails at bind time, as clients expect.
+        self.plan_handle(&handle).await?;
+        Ok(DoPutPreparedStatementResult {
+            prepared_statement_handle: Some(handle.into()),
         })
     }
 
@@ -213,9 +510,12 @@ impl FlightSqlService for FlightSqlServer {
         cmd: CommandPreparedStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let sql = handle_to_sql(&cmd.prepared_statement_handle)?.to_string();
-        self.flight_info(&sql, cmd.as_any().encode_to_vec(), request.into_inner())
-            .await
+        let planned = self.plan_handle(&cmd.prepared_statement_handle).await?;
+        flight_info(
+            &planned.schema(),
+            cmd.as_any().encode_to_vec(),
+            request.into_inner(),
+        )
     }
 
     async fn do_get_prepared_statement(
@@ -223,8 +523,8 @@ impl FlightSqlService for FlightSqlServer {
         cmd: CommandPreparedStatementQuery,
         _request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        let sql = handle_to_sql(&cmd.prepared_statement_handle)?;
-        self.run(sql).await
+        let planned = self.plan_handle(&cmd.prepared_statement_handle).await?;
+        self.run(planned).await
     }
 
     async fn do_action_close_prepared_statement(
@@ -234,6 +534,182 @@ impl FlightSqlService for FlightSqlServer {
     ) -> Result<(), Status> {
         // Handles hold no server state.
         Ok(())
+    }
+
+    async fn do_handshake(
+        &self,
+        _request: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<
+        Response<Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>>,
+        Status,
+    > {
+        // Nothing to negotiate: the bearer token, if required, was checked on this call.
+        let response = HandshakeResponse {
+            protocol_version: 0,
+            payload: Bytes::new(),
+        };
+        Ok(Response::new(Box::pin(futures::stream::once(async {
+            Ok(response)
+        }))))
+    }
+
+    async fn get_flight_info_catalogs(
+        &self,
+        query: CommandGetCatalogs,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = query.into_builder().schema();
+        flight_info(
+            &schema,
+            query.as_any().encode_to_vec(),
+            request.into_inner(),
+        )
+    }
+
+    async fn do_get_catalogs(
+        &self,
+        query: CommandGetCatalogs,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let mut builder = query.into_builder();
+        let tables = self.engine.tables().await.map_err(status)?;
+        let catalogs: BTreeSet<&str> = tables.iter().map(|t| t.catalog.as_str()).collect();
+        for catalog in catalogs {
+            builder.append(catalog);
+        }
+        let schema = builder.schema();
+        one_batch(schema, builder.build())
+    }
+
+    async fn get_flight_info_schemas(
+        &self,
+        query: CommandGetDbSchemas,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = query.clone().into_builder().schema();
+        flight_info(
+            &schema,
+            query.as_any().encode_to_vec(),
+            request.into_inner(),
+        )
+    }
+
+    async fn do_get_schemas(
+        &self,
+        query: CommandGetDbSchemas,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let mut builder = query.into_builder();
+        let tables = self.engine.tables().await.map_err(status)?;
+        let schemas: BTreeSet<(&str, &str)> = tables
+            .iter()
+            .map(|t| (t.catalog.as_str(), t.schema.as_str()))
+            .collect();
+        for (catalog, schema) in schemas {
+            builder.append(catalog, schema);
+        }
+        let schema = builder.schema();
+        one_batch(schema, builder.build())
+    }
+
+    async fn get_flight_info_tables(
+        &self,
+        query: CommandGetTables,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = query.clone().into_builder().schema();
+        flight_info(
+            &schema,
+            query.as_any().encode_to_vec(),
+            request.into_inner(),
+        )
+    }
+
+    async fn do_get_tables(
+        &self,
+        query: CommandGetTables,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let mut builder = query.into_builder();
+        for t in self.engine.tables().await.map_err(status)? {
+            builder
+                .append(&t.catalog, &t.schema, &t.name, t.table_type, &t.columns)
+                .map_err(|e| Status::internal(format!("cannot encode table {}: {e}", t.name)))?;
+        }
+        let schema = builder.schema();
+        one_batch(schema, builder.build())
+    }
+
+    async fn get_flight_info_table_types(
+        &self,
+        query: CommandGetTableTypes,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = query.into_builder().schema();
+        flight_info(
+            &schema,
+            query.as_any().encode_to_vec(),
+            request.into_inner(),
+        )
+    }
+
+    async fn do_get_table_types(
+        &self,
+        query: CommandGetTableTypes,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let mut builder = query.into_builder();
+        builder.append("SYSTEM TABLE");
+        builder.append("TABLE");
+        let schema = builder.schema();
+        one_batch(schema, builder.build())
+    }
+
+    async fn get_flight_info_primary_keys(
+        &self,
+        query: CommandGetPrimaryKeys,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        flight_info(
+            &primary_keys_schema(),
+            query.as_any().encode_to_vec(),
+            request.into_inner(),
+        )
+    }
+
+    async fn do_get_primary_keys(
+        &self,
+        _query: CommandGetPrimaryKeys,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let schema = primary_keys_schema();
+        one_batch(
+            Arc::clone(&schema),
+            Ok::<_, Status>(RecordBatch::new_empty(schema)),
+        )
+    }
+
+    async fn get_flight_info_xdbc_type_info(
+        &self,
+        query: CommandGetXdbcTypeInfo,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = query.into_builder(&self.xdbc_types).schema();
+        flight_info(
+            &schema,
+            query.as_any().encode_to_vec(),
+            request.into_inner(),
+        )
+    }
+
+    async fn do_get_xdbc_type_info(
+        &self,
+        query: CommandGetXdbcTypeInfo,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let builder = query.into_builder(&self.xdbc_types);
+        let schema = builder.schema();
+        one_batch(schema, builder.build())
     }
 
     async fn get_flight_info_sql_info(
@@ -256,12 +732,7 @@ impl FlightSqlService for FlightSqlServer {
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
         let builder = query.into_builder(&self.sql_info);
         let schema = builder.schema();
-        let batch = builder.build();
-        let stream = FlightDataEncoderBuilder::new()
-            .with_schema(schema)
-            .build(futures::stream::once(async { batch }))
-            .map_err(Status::from);
-        Ok(Response::new(Box::pin(stream)))
+        one_batch(schema, builder.build())
     }
 
     async fn do_get_fallback(

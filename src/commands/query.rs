@@ -17,6 +17,7 @@ pub(crate) fn run(args: QueryArgs) -> anyhow::Result<ExitCode> {
     let (schema, batches) = runtime.block_on(query::client::query_with_failover(
         &args.endpoints,
         args.token.as_deref(),
+        args.tls_ca.as_deref(),
         &args.sql,
     ))?;
     let stdout = std::io::stdout();

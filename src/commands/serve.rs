@@ -36,7 +36,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use query::QueryEngine;
-use query::flight_sql::FlightSqlServer;
+use query::flight_sql::{BearerAuth, FlightSqlServer};
 use query::system::{TargetRow, TargetsSource};
 use storage::block::{Blocks, CompactionConfig, RemoteStore};
 use storage::wal::WalConfig;
@@ -44,6 +44,7 @@ use storage::{DataDir, Head, HeadConfig, Labels};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
+use tonic::transport::{Identity, ServerTlsConfig};
 use tracing::{info, warn};
 
 use crate::ServeArgs;
@@ -181,11 +182,22 @@ async fn serve(
             .with_graceful_shutdown(http_stop.cancelled_owned())
             .await
     }));
-    let flight_service = FlightSqlServer::new(engine).into_service();
+    let security = config
+        .server
+        .flight_security(&config.base_dir)
+        .map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
+    let mut flight_server = tonic::transport::Server::builder();
+    if let Some((cert, key)) = &security.tls {
+        flight_server = flight_server
+            .tls_config(ServerTlsConfig::new().identity(Identity::from_pem(cert, key)))
+            .map_err(|e| anyhow::anyhow!("{origin}: server.tls: {e}"))?;
+    }
+    let flight_service = FlightSqlServer::new(engine)
+        .into_service_with_auth(BearerAuth::new(security.token.as_deref()));
     let flight_stop = stop_servers.clone();
     #[allow(clippy::disallowed_methods)] // owned by an AbortOnDropHandle
     let flight_task = AbortOnDropHandle::new(tokio::spawn(async move {
-        tonic::transport::Server::builder()
+        flight_server
             .add_service(flight_service)
             .serve_with_incoming_shutdown(
                 tokio_stream::wrappers::TcpListenerStream::new(flight_listener),
@@ -234,6 +246,8 @@ async fn serve(
     info!(
         http = %http_addr,
         flight = %flight_addr,
+        flight_tls = security.tls.is_some(),
+        flight_auth = if security.token.is_some() { "bearer token" } else { "none" },
         data_dir = %data_dir.path().display(),
         config = %origin,
         "arrowhead replica ready"

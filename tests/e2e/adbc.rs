@@ -1,12 +1,11 @@
 //! A standard Flight SQL client, unmodified: Python's ADBC driver (which sends every query as
-//! a prepared statement).
+//! a prepared statement): queries, parameterised queries, and the metadata calls behind
+//! `adbc_get_objects`, `adbc_get_table_schema`, `adbc_get_table_types` and `adbc_get_info`.
 
-use std::process::Command;
-
-use crate::support::{Replica, python};
+use crate::support::{Replica, run_python};
 
 #[tokio::test]
-async fn adbc_runs_select_1_and_a_metric_query() {
+async fn adbc_runs_queries_with_parameters_and_lists_objects() {
     let replica = Replica::start(None).await;
     // Make sure `up` exists before the client asks for it.
     replica
@@ -16,21 +15,6 @@ async fn adbc_runs_select_1_and_a_metric_query() {
             std::time::Duration::from_secs(20),
         )
         .await;
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/adbc_client.py");
-    let py = python();
-    let out = Command::new(&py)
-        .arg(script)
-        .arg(replica.url())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", py.display()));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "ADBC client failed (python: {}; .ci/run installs adbc-driver-flightsql and pyarrow \
-         into $HOME/.cache/arrowhead-venv):\nstdout:\n{stdout}\nstderr:\n{stderr}\nreplica:\n{}",
-        py.display(),
-        replica.log()
-    );
+    let stdout = run_python("adbc_client.py", &[&replica.url()], &replica.log());
     assert!(stdout.contains("ok"), "{stdout}");
 }

@@ -162,7 +162,7 @@ impl Replica {
         &self,
         sql: &str,
     ) -> Result<(SchemaRef, Vec<RecordBatch>), query::client::ClientError> {
-        query::client::query_with_failover(&[self.url()], None, sql).await
+        query::client::query_with_failover(&[self.url()], None, None, sql).await
     }
 
     /// Polls until `sql` (a single count) returns at least `min`.
@@ -182,7 +182,7 @@ impl Replica {
 
     /// Runs SQL through the project's Flight SQL client.
     pub(crate) async fn query(&self, sql: &str) -> (SchemaRef, Vec<RecordBatch>) {
-        query::client::query_with_failover(&[self.url()], None, sql)
+        query::client::query_with_failover(&[self.url()], None, None, sql)
             .await
             .unwrap_or_else(|e| panic!("{sql}: {e}\nreplica log:\n{}", self.log()))
     }
@@ -279,4 +279,113 @@ pub(crate) fn python() -> PathBuf {
         return venv;
     }
     PathBuf::from("python3")
+}
+
+/// Runs `arrowhead ARGS...`: (success, stdout, stderr).
+pub(crate) fn run_cli(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(arrowhead_bin()).args(args).output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Runs one of the Python test clients in `tests/` with the venv's interpreter; panics with
+/// both outputs (and `context`) unless it succeeds. Returns stdout.
+pub(crate) fn run_python(script: &str, args: &[&str], context: &str) -> String {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join(script);
+    let py = python();
+    let out = Command::new(&py)
+        .arg(&script)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", py.display()));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{} failed (python: {}; .ci/run installs adbc-driver-flightsql, pyarrow and duckdb \
+         into $HOME/.cache/arrowhead-venv):\nstdout:\n{stdout}\nstderr:\n{}\n{context}",
+        script.display(),
+        py.display(),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    stdout
+}
+
+/// A self-made CA (`ca.crt`) and a server certificate for 127.0.0.1 signed by it
+/// (`server.crt`, `server.key`) in `dir`, made with the openssl CLI.
+pub(crate) fn make_server_certs(dir: &Path) {
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl (Debian: openssl) is needed for the TLS tests");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    openssl(
+        &[
+            &["req", "-x509"],
+            &ec[..],
+            &[
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.crt",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=arrowhead-e2e-ca",
+            ],
+        ]
+        .concat(),
+    );
+    openssl(
+        &[
+            &["req"],
+            &ec[..],
+            &[
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+                "-subj",
+                "/CN=localhost",
+                "-addext",
+                "subjectAltName=IP:127.0.0.1",
+            ],
+        ]
+        .concat(),
+    );
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "2",
+        "-copy_extensions",
+        "copy",
+    ]);
 }
