@@ -30,6 +30,7 @@ use datafusion::common::{DFSchema, Result, ScalarValue};
 use datafusion::datasource::TableType;
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::object_store::ObjectStoreUrl;
+use datafusion::datasource::physical_plan::parquet::CachedParquetFileReaderFactory;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::execution::TaskContext;
@@ -175,7 +176,17 @@ impl MetricTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let mut source = ParquetSource::new(Arc::clone(&self.schema)).with_enable_page_index(true);
+        // Block files never change under their path (a block directory is named by its ULID and
+        // written once), so their footers and page indexes are cached across queries in the
+        // runtime's metadata cache (bounded, LRU): a repeated query reads only data pages.
+        let runtime = state.runtime_env();
+        let reader = CachedParquetFileReaderFactory::new(
+            runtime.object_store(&store)?,
+            runtime.cache_manager.get_file_metadata_cache(),
+        );
+        let mut source = ParquetSource::new(Arc::clone(&self.schema))
+            .with_enable_page_index(true)
+            .with_parquet_file_reader_factory(Arc::new(reader));
         if let Some(predicate) = conjunction(filters.iter().cloned()) {
             let df_schema = DFSchema::try_from(self.schema.as_ref().clone())?;
             source = source.with_predicate(state.create_physical_expr(predicate, &df_schema)?);
