@@ -361,6 +361,9 @@ impl Blocks {
     /// [`Blocks::open`], plus the blocks in `remote` (`storage.object_store`), where finished
     /// blocks are then moved (see the `remote` module).
     pub fn open_with(data_dir: &Path, remote: Option<RemoteStore>) -> Result<Self> {
+        // Absolute, because queries hand block file paths to DataFusion's local object store,
+        // which reads every path from the root: `data/blocks/…` would be `/data/blocks/…`.
+        let data_dir = &std::path::absolute(data_dir).map_err(io_err(data_dir))?;
         let dir = data_dir.join("blocks");
         let corrupted_dir = data_dir.join("corrupted");
         std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;

@@ -588,6 +588,24 @@ async fn a_block_that_fails_to_decode_while_queried_is_set_aside_and_the_rest_se
 }
 
 #[tokio::test]
+async fn blocks_under_a_relative_data_dir_are_read() {
+    // `storage.path` defaults to `./data`: block file paths must not be taken from the root.
+    // Tests run in the crate directory; the directory is removed on drop.
+    let dir = tempfile::tempdir_in(".").unwrap();
+    let relative = std::path::Path::new(".").join(dir.path().file_name().unwrap());
+    let e = head_and_blocks(&relative);
+    assert_eq!(
+        scalar_i64(
+            &e,
+            "SELECT count(*) FROM m WHERE timestamp < to_timestamp_millis(5000)"
+        )
+        .await,
+        10
+    );
+    assert_eq!(scalar_i64(&e, "SELECT count(*) FROM gone").await, 1);
+}
+
+#[tokio::test]
 async fn time_series_functions_are_registered_and_span_head_and_blocks() {
     let dir = tempfile::tempdir().unwrap();
     let e = head_and_blocks(dir.path());
