@@ -282,7 +282,7 @@ impl Accumulator for CounterAccumulator {
 /// The counter functions over many groups at once (what `GROUP BY` uses): one sample vector
 /// per group, states emitted as two list arrays built in one pass rather than one list
 /// scalar per group. On the query benchmark's per-series rate (40 k groups) this took the
-/// partial aggregation from ~380 ms to a few tens.
+/// partial aggregation from ~380 ms to ~110 ms.
 #[derive(Debug)]
 struct CounterGroups {
     kind: CounterKind,
