@@ -10,7 +10,9 @@
 //!  MetricHead::snapshot() ──► MetricSnapshot ──read_chunk()──► RecordBatch (dictionary labels)
 //! ```
 //!
-//! A chunk row stores only `(series id, timestamp, value)`: 16 bytes of sample plus 4 of id.
+//! A chunk row stores only `(series id, timestamp, value)`: 16 bytes of sample plus 4 of id
+//! while the chunk is open; a sealed chunk is packed (differences, byte planes, zstd; see
+//! `packed`), a few bytes per row, and unpacked by readers.
 //! Labels are not repeated per row; a reader turns the series id column into one
 //! `Dictionary(Int32, Utf8)` column per label through the per-series value ids, a gather.
 //! Because label columns are rebuilt from the *current* series table at read time, a label that
@@ -27,6 +29,7 @@
 //! of such a record.
 
 mod append;
+mod packed;
 mod read;
 mod replay;
 
@@ -35,7 +38,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use arrow::array::{ArrayRef, StringArray};
-use arrow::buffer::ScalarBuffer;
 use parking_lot::{Mutex, RwLock};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -456,27 +458,51 @@ impl LabelColumn {
 /// An immutable run of samples of one metric: the unit of reading.
 #[derive(Debug)]
 pub struct Chunk {
-    series: ScalarBuffer<u32>,
-    timestamps: ScalarBuffer<i64>,
-    values: ScalarBuffer<f64>,
+    data: ChunkData,
+    rows: usize,
     min_ts: i64,
     max_ts: i64,
+}
+
+/// A chunk's rows: as they were appended (a copy of the open chunk), or packed once sealed
+/// (see the `packed` module).
+#[derive(Debug)]
+enum ChunkData {
+    Plain(packed::Columns),
+    Packed(Box<[u8]>),
 }
 
 impl Chunk {
     /// Rows in the chunk.
     pub fn len(&self) -> usize {
-        self.timestamps.len()
+        self.rows
     }
 
     /// True when the chunk has no rows.
     pub fn is_empty(&self) -> bool {
-        self.timestamps.is_empty()
+        self.rows == 0
     }
 
     /// Smallest and largest timestamp, ms.
     pub fn time_bounds(&self) -> (i64, i64) {
         (self.min_ts, self.max_ts)
+    }
+
+    /// Bytes the rows take in memory.
+    pub fn memory_bytes(&self) -> usize {
+        match &self.data {
+            ChunkData::Plain(_) => self.rows * 20,
+            ChunkData::Packed(bytes) => bytes.len(),
+        }
+    }
+
+    /// The rows' series ids, timestamps and values.
+    fn columns(&self) -> packed::Columns {
+        match &self.data {
+            ChunkData::Plain(columns) => columns.clone(),
+            ChunkData::Packed(bytes) => packed::unpack(bytes, self.rows)
+                .expect("a packed chunk unpacks: its bytes never leave the process"),
+        }
     }
 }
 
@@ -514,13 +540,21 @@ impl OpenChunk {
         self.timestamps.len()
     }
 
-    /// Moves the rows out into an immutable chunk (no copy).
+    /// Moves the rows out into an immutable, packed chunk.
     fn seal(&mut self) -> Chunk {
         let open = std::mem::take(self);
+        let rows = open.timestamps.len();
+        let data = match packed::pack(&open.series, &open.timestamps, &open.values) {
+            Some(bytes) => ChunkData::Packed(bytes),
+            None => ChunkData::Plain((
+                open.series.into(),
+                open.timestamps.into(),
+                open.values.into(),
+            )),
+        };
         Chunk {
-            series: open.series.into(),
-            timestamps: open.timestamps.into(),
-            values: open.values.into(),
+            data,
+            rows,
             min_ts: open.min_ts,
             max_ts: open.max_ts,
         }
@@ -529,9 +563,12 @@ impl OpenChunk {
     /// Copies the rows into an immutable chunk, leaving the open chunk as it was.
     fn copy(&self) -> Chunk {
         Chunk {
-            series: self.series.clone().into(),
-            timestamps: self.timestamps.clone().into(),
-            values: self.values.clone().into(),
+            data: ChunkData::Plain((
+                self.series.clone().into(),
+                self.timestamps.clone().into(),
+                self.values.clone().into(),
+            )),
+            rows: self.timestamps.len(),
             min_ts: self.min_ts,
             max_ts: self.max_ts,
         }

@@ -279,25 +279,22 @@ impl MetricSnapshot {
             return Ok(None);
         }
         let whole_time = time.start <= chunk.min_ts && chunk.max_ts <= time.end;
+        let (all_series, all_timestamps, all_values) = chunk.columns();
         let (series, timestamps, values) = if whole_time && mask.is_none() {
-            (
-                chunk.series.clone(),
-                chunk.timestamps.clone(),
-                chunk.values.clone(),
-            )
+            (all_series, all_timestamps, all_values)
         } else {
             let mut series = Vec::new();
             let mut timestamps = Vec::new();
             let mut values = Vec::new();
             for i in 0..chunk.len() {
-                let sid = chunk.series[i];
-                let t = chunk.timestamps[i];
+                let sid = all_series[i];
+                let t = all_timestamps[i];
                 if (whole_time || time.contains(t))
                     && mask.is_none_or(|m| m.get(sid as usize).copied().unwrap_or(false))
                 {
                     series.push(sid);
                     timestamps.push(t);
-                    values.push(chunk.values[i]);
+                    values.push(all_values[i]);
                 }
             }
             (series.into(), timestamps.into(), values.into())
@@ -366,10 +363,11 @@ impl MetricSnapshot {
             if chunk.max_ts < start || chunk.min_ts >= end {
                 continue;
             }
+            let (series, timestamps, values) = chunk.columns();
             for i in 0..chunk.len() {
-                let t = chunk.timestamps[i];
+                let t = timestamps[i];
                 if start <= t && t < end {
-                    rows.push((chunk.series[i], t, chunk.values[i]));
+                    rows.push((series[i], t, values[i]));
                 }
             }
         }

@@ -538,3 +538,56 @@ fn failed_wal_write_stores_nothing() {
     let (h, _) = open_wal(dir.path(), i64::MIN);
     assert_eq!(dump(&h), before);
 }
+
+#[test]
+fn sealed_chunks_are_packed_and_read_back_exactly() {
+    let head = Head::new(HeadConfig {
+        chunk_rows: 1024,
+        max_series: 0,
+    });
+    // 32 scrapes of 64 series of a counter, as a scraper commits them.
+    let mut expected = Vec::new();
+    for scrape in 0..32i64 {
+        let mut app = head.appender();
+        for s in 0..64 {
+            let instance = format!("host-{s}:9100");
+            let r = app
+                .series("requests_total", &[("instance", instance.as_str())])
+                .unwrap();
+            let t = 1_767_225_600_000 + scrape * 15_000;
+            let v = (scrape * 100 + s) as f64 * 1.5;
+            app.append(r, t, v);
+            expected.push((format!("instance={instance}"), t, v));
+        }
+        app.commit().unwrap();
+    }
+    let snap = head.metric("requests_total").unwrap().snapshot();
+    let sealed: Vec<_> = snap.chunks().iter().filter(|c| c.len() == 1024).collect();
+    assert_eq!(sealed.len(), 2, "2048 rows seal two chunks");
+    for c in &sealed {
+        assert!(
+            c.memory_bytes() * 4 < c.len() * 20,
+            "{} bytes for {} rows: not packed",
+            c.memory_bytes(),
+            c.len()
+        );
+    }
+    let batches = read_all(&snap);
+    let mut got: Vec<(String, i64, f64)> = rows(&batches);
+    got.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    expected.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    assert_eq!(got, expected);
+    // A time-filtered read of a packed chunk keeps only its rows in range.
+    let schema = snap.schema();
+    let range = TimeRange {
+        start: 1_767_225_600_000 + 15_000,
+        end: 1_767_225_600_000 + 15_000,
+    };
+    let n: usize = snap
+        .chunks()
+        .iter()
+        .filter_map(|c| snap.read(c, &schema, range, None).unwrap())
+        .map(|b| b.num_rows())
+        .sum();
+    assert_eq!(n, 64);
+}
