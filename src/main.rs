@@ -81,8 +81,9 @@ enum Format {
     Json,
 }
 
+/// How `query` and `export` reach a replica.
 #[derive(Debug, clap::Args)]
-struct QueryArgs {
+struct Connection {
     /// Flight SQL endpoint; repeat for failover in order (a replica pair).
     #[arg(
         long = "endpoint",
@@ -91,38 +92,32 @@ struct QueryArgs {
         default_value = query::client::DEFAULT_ENDPOINT
     )]
     endpoints: Vec<String>,
-    /// Output format.
-    #[arg(long, value_enum, default_value = "table", env = "ARROWHEAD_FORMAT")]
-    format: Format,
     /// Bearer token for servers that require one.
     #[arg(long, env = "ARROWHEAD_TOKEN", hide_env_values = true)]
     token: Option<String>,
     /// CA certificate (PEM) to trust for `grpc+tls://` endpoints, instead of the system's.
     #[arg(long, env = "ARROWHEAD_TLS_CA")]
     tls_ca: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+struct QueryArgs {
+    #[command(flatten)]
+    connection: Connection,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table", env = "ARROWHEAD_FORMAT")]
+    format: Format,
     /// The SQL statement.
     sql: String,
 }
 
 #[derive(Debug, clap::Args)]
 struct ExportArgs {
-    /// Flight SQL endpoint; repeat for failover in order (a replica pair).
-    #[arg(
-        long = "endpoint",
-        env = "ARROWHEAD_ENDPOINT",
-        value_delimiter = ',',
-        default_value = query::client::DEFAULT_ENDPOINT
-    )]
-    endpoints: Vec<String>,
+    #[command(flatten)]
+    connection: Connection,
     /// The Parquet file to write (replaced only once the whole result is in).
     #[arg(long)]
     output: PathBuf,
-    /// Bearer token for servers that require one.
-    #[arg(long, env = "ARROWHEAD_TOKEN", hide_env_values = true)]
-    token: Option<String>,
-    /// CA certificate (PEM) to trust for `grpc+tls://` endpoints, instead of the system's.
-    #[arg(long, env = "ARROWHEAD_TLS_CA")]
-    tls_ca: Option<PathBuf>,
     /// The SQL statement.
     sql: String,
 }

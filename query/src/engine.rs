@@ -262,7 +262,7 @@ impl Limits {
 
     /// Says which limit a memory-pool error is about.
     fn name_memory_limit(&self, e: DataFusionError) -> DataFusionError {
-        if !matches!(kind(&e), Kind::Limit) || e.to_string().contains("query.") {
+        if !matches!(kind(&e), Kind::Limit) {
             return e;
         }
         DataFusionError::ResourcesExhausted(format!(

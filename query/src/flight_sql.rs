@@ -382,6 +382,19 @@ fn flight_info(
     Ok(Response::new(info))
 }
 
+/// The FlightInfo of a metadata or prepared-statement command: its ticket is the command.
+fn command_info(
+    schema: &Schema,
+    command: &impl ProstMessageExt,
+    request: Request<FlightDescriptor>,
+) -> Result<Response<FlightInfo>, Status> {
+    flight_info(
+        schema,
+        command.as_any().encode_to_vec(),
+        request.into_inner(),
+    )
+}
+
 fn handle_to_sql(handle: &[u8]) -> Result<&str, Status> {
     std::str::from_utf8(handle)
         .map_err(|_| Status::invalid_argument("statement handle is not valid UTF-8 SQL"))
@@ -511,11 +524,7 @@ impl FlightSqlService for FlightSqlServer {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let planned = self.plan_handle(&cmd.prepared_statement_handle).await?;
-        flight_info(
-            &planned.schema(),
-            cmd.as_any().encode_to_vec(),
-            request.into_inner(),
-        )
+        command_info(&planned.schema(), &cmd, request)
     }
 
     async fn do_get_prepared_statement(
@@ -559,11 +568,7 @@ impl FlightSqlService for FlightSqlServer {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let schema = query.into_builder().schema();
-        flight_info(
-            &schema,
-            query.as_any().encode_to_vec(),
-            request.into_inner(),
-        )
+        command_info(&schema, &query, request)
     }
 
     async fn do_get_catalogs(
@@ -587,11 +592,7 @@ impl FlightSqlService for FlightSqlServer {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let schema = query.clone().into_builder().schema();
-        flight_info(
-            &schema,
-            query.as_any().encode_to_vec(),
-            request.into_inner(),
-        )
+        command_info(&schema, &query, request)
     }
 
     async fn do_get_schemas(
@@ -618,11 +619,7 @@ impl FlightSqlService for FlightSqlServer {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let schema = query.clone().into_builder().schema();
-        flight_info(
-            &schema,
-            query.as_any().encode_to_vec(),
-            request.into_inner(),
-        )
+        command_info(&schema, &query, request)
     }
 
     async fn do_get_tables(
@@ -646,11 +643,7 @@ impl FlightSqlService for FlightSqlServer {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let schema = query.into_builder().schema();
-        flight_info(
-            &schema,
-            query.as_any().encode_to_vec(),
-            request.into_inner(),
-        )
+        command_info(&schema, &query, request)
     }
 
     async fn do_get_table_types(
@@ -670,11 +663,7 @@ impl FlightSqlService for FlightSqlServer {
         query: CommandGetPrimaryKeys,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        flight_info(
-            &primary_keys_schema(),
-            query.as_any().encode_to_vec(),
-            request.into_inner(),
-        )
+        command_info(&primary_keys_schema(), &query, request)
     }
 
     async fn do_get_primary_keys(
@@ -695,11 +684,7 @@ impl FlightSqlService for FlightSqlServer {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let schema = query.into_builder(&self.xdbc_types).schema();
-        flight_info(
-            &schema,
-            query.as_any().encode_to_vec(),
-            request.into_inner(),
-        )
+        command_info(&schema, &query, request)
     }
 
     async fn do_get_xdbc_type_info(
@@ -718,11 +703,7 @@ impl FlightSqlService for FlightSqlServer {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let schema = query.clone().into_builder(&self.sql_info).schema();
-        flight_info(
-            &schema,
-            query.as_any().encode_to_vec(),
-            request.into_inner(),
-        )
+        command_info(&schema, &query, request)
     }
 
     async fn do_get_sql_info(

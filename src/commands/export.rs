@@ -59,9 +59,9 @@ pub(crate) fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
 /// Writes the result into a temporary file in `dir`, then renames it to the output.
 async fn export(args: &ExportArgs, dir: &Path) -> anyhow::Result<(u64, u64)> {
     let mut stream = query::client::stream_with_failover(
-        &args.endpoints,
-        args.token.as_deref(),
-        args.tls_ca.as_deref(),
+        &args.connection.endpoints,
+        args.connection.token.as_deref(),
+        args.connection.tls_ca.as_deref(),
         &args.sql,
     )
     .await?;

@@ -15,9 +15,9 @@ pub(crate) fn run(args: QueryArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("cannot start the async runtime")?;
     let (schema, batches) = runtime.block_on(query::client::query_with_failover(
-        &args.endpoints,
-        args.token.as_deref(),
-        args.tls_ca.as_deref(),
+        &args.connection.endpoints,
+        args.connection.token.as_deref(),
+        args.connection.tls_ca.as_deref(),
         &args.sql,
     ))?;
     let stdout = std::io::stdout();

@@ -51,6 +51,16 @@ async fn run(engine: &QueryEngine, sql: &str) -> Result<Vec<RecordBatch>, QueryE
     stream.try_collect().await.map_err(QueryError::from)
 }
 
+async fn collect(planned: PlannedQuery) -> Vec<RecordBatch> {
+    planned
+        .execute()
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap()
+}
+
 async fn scalar_f64(engine: &QueryEngine, sql: &str) -> f64 {
     let b = run(engine, sql).await.unwrap();
     b[0].column(0).as_primitive::<Float64Type>().value(0)
@@ -790,13 +800,7 @@ async fn parameters_bind_by_position_with_dollar_or_question_marks() {
                     )
                     .await
                     .unwrap();
-                let b: Vec<RecordBatch> = planned
-                    .execute()
-                    .await
-                    .unwrap()
-                    .try_collect()
-                    .await
-                    .unwrap();
+                let b = collect(planned).await;
                 b[0].column(0).as_primitive::<Int64Type>().value(0)
             }
         };
@@ -812,13 +816,7 @@ async fn parameters_bind_by_position_with_dollar_or_question_marks() {
         )
         .await
         .unwrap();
-    let b: Vec<RecordBatch> = planned
-        .execute()
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap();
+    let b = collect(planned).await;
     assert_eq!(b[0].column(0).as_primitive::<Int64Type>().value(0), 1);
 
     let err = e
