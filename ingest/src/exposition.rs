@@ -274,6 +274,43 @@ impl<'a> TextParser<'a> {
         self.pos
     }
 
+    /// The fast path for a series seen before: when the next line is `series` (a span a
+    /// previous [`Sample::series`] held, so already validated) followed by a well-formed
+    /// value, consumes the line and returns where the span starts in the input, the value
+    /// and the timestamp. Otherwise consumes nothing and returns `None`: the line goes
+    /// through [`Iterator::next`] as usual. The result is what `next` would have returned for
+    /// the line, without re-reading the name and labels.
+    pub fn next_known(&mut self, series: &[u8]) -> Option<(usize, f64, Option<i64>)> {
+        if self.done || series.is_empty() {
+            return None;
+        }
+        let start = self.pos;
+        let rest = self.input.get(start..)?;
+        if !rest.starts_with(series) {
+            return None;
+        }
+        let len = memchr::memchr(b'\n', rest).unwrap_or(rest.len());
+        let mut line = &rest[..len];
+        if let [head @ .., b'\r'] = line {
+            line = head;
+        }
+        let om = self.format == Format::OpenMetrics;
+        if om && let Some(family) = self.created_family {
+            let name_end = series
+                .iter()
+                .position(|&c| c == b'{' || is_blank(c))
+                .unwrap_or(series.len());
+            if series[..name_end].strip_prefix(family.as_bytes()) == Some(b"_created".as_slice()) {
+                // Dropped as a `_created` sample by `next`.
+                return None;
+            }
+        }
+        let (value, timestamp) = parse_tail(line, series.len(), "", om).ok()?;
+        self.pos += len + 1;
+        self.line += 1;
+        Some((start, value, timestamp))
+    }
+
     fn error(&mut self, message: impl Into<String>) -> Option<Result<Entry<'a>, ParseError>> {
         self.done = true;
         Some(Err(ParseError {
@@ -444,8 +481,29 @@ fn parse_sample(line: &[u8], om: bool) -> Result<Sample<'_>, String> {
         series_end = i;
     }
     let series = &line[..series_end];
-    // Without a label section, the blanks after the name were skipped above.
-    let value_start = if series_end == name_len { name_len } else { i };
+    // Without a label section, the blanks after the name were skipped above: the tail starts
+    // right after the name, so a missing blank is still noticed.
+    let tail_start = if series_end == name_len { name_len } else { i };
+    let (value, timestamp) = parse_tail(line, tail_start, name, om)?;
+    Ok(Sample {
+        series,
+        name,
+        label_text,
+        escaped,
+        value,
+        timestamp,
+    })
+}
+
+/// Parses what follows a sample's series (name and label section) from `i`: at least one
+/// blank, the value, an optional timestamp, blanks, and in OpenMetrics an exemplar.
+fn parse_tail(
+    line: &[u8],
+    mut i: usize,
+    name: &str,
+    om: bool,
+) -> Result<(f64, Option<i64>), String> {
+    let value_start = i;
     while i < line.len() && is_blank(line[i]) {
         i += 1;
     }
@@ -509,14 +567,7 @@ fn parse_sample(line: &[u8], om: bool) -> Result<Sample<'_>, String> {
             ));
         }
     }
-    Ok(Sample {
-        series,
-        name,
-        label_text,
-        escaped,
-        value,
-        timestamp,
-    })
+    Ok((value, timestamp))
 }
 
 /// Validates a label section starting after `{`. Returns the index of the closing `}` and

@@ -92,6 +92,104 @@ fn same_value(a: f64, b: f64) -> bool {
     (a.is_nan() && b.is_nan()) || a == b
 }
 
+/// What a parse yields, reduced to comparable parts: each sample's span, value bits and
+/// timestamp; each other entry by its debug form; the error with its line.
+type Outcome = Vec<Result<(Vec<u8>, u64, Option<i64>), String>>;
+
+/// Parses with `next` only.
+fn plain(input: &[u8], format: Format) -> Outcome {
+    TextParser::with_format(input, format)
+        .map(|e| match e {
+            Ok(Entry::Sample(s)) => Ok((s.series.to_vec(), s.value.to_bits(), s.timestamp)),
+            Ok(other) => Err(format!("{other:?}")),
+            Err(e) => Err(e.to_string()),
+        })
+        .collect()
+}
+
+/// Parses trying every span of `known` on each line first, as the scrape cache does with the
+/// one it expects.
+fn with_known(input: &[u8], format: Format, known: &[Vec<u8>]) -> Outcome {
+    let mut parser = TextParser::with_format(input, format);
+    let mut out = Vec::new();
+    'lines: loop {
+        for span in known {
+            if let Some((start, value, ts)) = parser.next_known(span) {
+                assert_span(&input[start..start + span.len()], span);
+                out.push(Ok((span.clone(), value.to_bits(), ts)));
+                continue 'lines;
+            }
+        }
+        match parser.next() {
+            None => return out,
+            Some(Ok(Entry::Sample(s))) => {
+                out.push(Ok((s.series.to_vec(), s.value.to_bits(), s.timestamp)));
+            }
+            Some(Ok(other)) => out.push(Err(format!("{other:?}"))),
+            Some(Err(e)) => out.push(Err(e.to_string())),
+        }
+    }
+}
+
+fn assert_span(a: &[u8], b: &[u8]) {
+    assert_eq!(a, b, "next_known returned a start that is not the span");
+}
+
+fn spans(input: &[u8], format: Format) -> Vec<Vec<u8>> {
+    plain(input, format)
+        .into_iter()
+        .filter_map(|o| o.ok().map(|(span, _, _)| span))
+        .collect()
+}
+
+#[test]
+fn known_spans_change_nothing_on_edge_cases() {
+    let cases: &[(&str, &[&str], Format)] = &[
+        ("ab 1\na 2\n", &["a"], Format::Prometheus),
+        (
+            "a  {x=\"1\"} 3\na{x=\"1\"} 4\n",
+            &["a", "a{x=\"1\"}"],
+            Format::Prometheus,
+        ),
+        ("a{x=\"1\"}1\n", &["a{x=\"1\"}"], Format::Prometheus),
+        ("a{x=\"1\"} 1 2 3\n", &["a{x=\"1\"}"], Format::Prometheus),
+        ("a{x=\"1\"} 1 # {} 1\n", &["a{x=\"1\"}"], Format::Prometheus),
+        (
+            "a{x=\"1\"} 1 # {} 1\n# EOF\n",
+            &["a{x=\"1\"}"],
+            Format::OpenMetrics,
+        ),
+        ("a 1\r\na 2", &["a"], Format::Prometheus),
+        ("a 1\r\n", &["a 1"], Format::Prometheus),
+        ("  a 1\na\t1\t5\na 1 x\n", &["a"], Format::Prometheus),
+        (
+            "a nan\na +Inf\na 0x1p3\na 1e400\na\n",
+            &["a"],
+            Format::Prometheus,
+        ),
+        (
+            "# TYPE foo counter\nfoo_total 1\nfoo_created 123\n# EOF\n",
+            &["foo_created", "foo_total"],
+            Format::OpenMetrics,
+        ),
+        (
+            "# TYPE foo counter\nfoo_created{a=\"b\"} 1\n# TYPE bar gauge\nfoo_created{a=\"b\"} 2\n# EOF\n",
+            &["foo_created{a=\"b\"}"],
+            Format::OpenMetrics,
+        ),
+        ("a 1\n# EOF\na 2\n", &["a"], Format::OpenMetrics),
+        ("a 1 1.5\na 2 1\n# EOF\n", &["a"], Format::OpenMetrics),
+    ];
+    for (body, known, format) in cases {
+        let known: Vec<Vec<u8>> = known.iter().map(|k| k.as_bytes().to_vec()).collect();
+        assert_eq!(
+            with_known(body.as_bytes(), *format, &known),
+            plain(body.as_bytes(), *format),
+            "{body:?} with {known:?}"
+        );
+    }
+}
+
 proptest! {
     #[test]
     fn well_formed_expositions_round_trip(lines in prop::collection::vec(line(), 0..20)) {
@@ -145,6 +243,34 @@ proptest! {
                     s.labels().for_each(drop);
                 }
             }
+        }
+    }
+
+    #[test]
+    fn known_spans_change_nothing_on_well_formed_bodies(
+        lines in prop::collection::vec(line(), 0..20),
+        extra in prop::collection::vec(line(), 0..4),
+        values in prop::collection::vec(any::<f64>(), 20),
+    ) {
+        for format in [Format::Prometheus, Format::OpenMetrics] {
+            let known = spans(render(&lines, format).as_bytes(), format);
+            // The next scrape: new values, a few new series in front, one series gone.
+            let mut next: Vec<Line> = extra.clone();
+            next.extend(lines.iter().skip(1).zip(&values).map(|(l, v)| Line { value: *v, ..l.clone() }));
+            let text = render(&next, format);
+            prop_assert_eq!(with_known(text.as_bytes(), format, &known), plain(text.as_bytes(), format));
+        }
+    }
+
+    #[test]
+    fn known_spans_change_nothing_on_noise(
+        first in "[a-z_{}=\",# \\\\\n\t0-9.+eE:-]{0,200}",
+        second in "[a-z_{}=\",# \\\\\n\t0-9.+eE:-]{0,200}",
+    ) {
+        for format in [Format::Prometheus, Format::OpenMetrics] {
+            let known = spans(first.as_bytes(), format);
+            let text = format!("{second}{first}{second}");
+            prop_assert_eq!(with_known(text.as_bytes(), format, &known), plain(text.as_bytes(), format));
         }
     }
 }

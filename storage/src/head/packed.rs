@@ -36,25 +36,58 @@ pub(crate) fn pack(series: &[u32], timestamps: &[i64], values: &[f64]) -> Option
     let mut raw = vec![0u8; n * 20];
     let (s_planes, rest) = raw.split_at_mut(n * 4);
     let (t_planes, v_planes) = rest.split_at_mut(n * 8);
-    let mut prev_s = 0u32;
-    let mut prev_t = 0i64;
-    for i in 0..n {
-        let ds = series[i].wrapping_sub(prev_s).to_le_bytes();
-        let dt = timestamps[i].wrapping_sub(prev_t).to_le_bytes();
-        let v = values[i].to_bits().to_le_bytes();
-        prev_s = series[i];
-        prev_t = timestamps[i];
-        for (b, byte) in ds.iter().enumerate() {
-            s_planes[b * n + i] = *byte;
-        }
-        for b in 0..8 {
-            t_planes[b * n + i] = dt[b];
-            v_planes[b * n + i] = v[b];
-        }
-    }
+    // Differences first, then one pass per byte plane: each pass writes one contiguous plane,
+    // which the compiler vectorises (a row-by-row scatter into 20 planes does not).
+    let ds: Vec<u32> = deltas(series.iter().copied(), 0, u32::wrapping_sub);
+    let dt: Vec<u64> = deltas(timestamps.iter().copied(), 0, i64::wrapping_sub)
+        .into_iter()
+        .map(|d| d as u64)
+        .collect();
+    split_planes(&ds, s_planes, |d, b| (d >> (8 * b)) as u8);
+    split_planes(&dt, t_planes, |d, b| (d >> (8 * b)) as u8);
+    split_planes(values, v_planes, |v, b| (v.to_bits() >> (8 * b)) as u8);
     zstd::bulk::compress(&raw, LEVEL)
         .ok()
         .map(Vec::into_boxed_slice)
+}
+
+/// Each value minus the one before it (the first minus `zero`).
+fn deltas<T: Copy>(values: impl Iterator<Item = T>, zero: T, sub: fn(T, T) -> T) -> Vec<T> {
+    let mut prev = zero;
+    values
+        .map(|v| {
+            let d = sub(v, prev);
+            prev = v;
+            d
+        })
+        .collect()
+}
+
+/// Writes byte `b` of every value into plane `b` of `out` (`out.len()` = values × planes).
+fn split_planes<T: Copy>(values: &[T], out: &mut [u8], byte: impl Fn(T, usize) -> u8) {
+    let n = values.len();
+    if n == 0 {
+        return;
+    }
+    for (b, plane) in out.chunks_exact_mut(n).enumerate() {
+        for (o, &v) in plane.iter_mut().zip(values) {
+            *o = byte(v, b);
+        }
+    }
+}
+
+/// Reassembles values from their byte planes (the inverse of [`split_planes`]), as u64.
+fn join_planes(planes: &[u8], n: usize) -> Vec<u64> {
+    let mut out = vec![0u64; n];
+    if n == 0 {
+        return out;
+    }
+    for (b, plane) in planes.chunks_exact(n).enumerate() {
+        for (o, &byte) in out.iter_mut().zip(plane) {
+            *o |= u64::from(byte) << (8 * b);
+        }
+    }
+    out
 }
 
 /// Unpacks `n` rows packed by [`pack`]. `None` when the bytes do not unpack to that many rows
@@ -66,28 +99,26 @@ pub(crate) fn unpack(packed: &[u8], n: usize) -> Option<Columns> {
     }
     let (s_planes, rest) = raw.split_at(n * 4);
     let (t_planes, v_planes) = rest.split_at(n * 8);
-    let mut series = Vec::with_capacity(n);
-    let mut timestamps = Vec::with_capacity(n);
-    let mut values = Vec::with_capacity(n);
     let mut s = 0u32;
+    let series: Vec<u32> = join_planes(s_planes, n)
+        .into_iter()
+        .map(|d| {
+            s = s.wrapping_add(d as u32);
+            s
+        })
+        .collect();
     let mut t = 0i64;
-    for i in 0..n {
-        let mut ds = [0u8; 4];
-        for (b, byte) in ds.iter_mut().enumerate() {
-            *byte = s_planes[b * n + i];
-        }
-        let mut dt = [0u8; 8];
-        let mut v = [0u8; 8];
-        for b in 0..8 {
-            dt[b] = t_planes[b * n + i];
-            v[b] = v_planes[b * n + i];
-        }
-        s = s.wrapping_add(u32::from_le_bytes(ds));
-        t = t.wrapping_add(i64::from_le_bytes(dt));
-        series.push(s);
-        timestamps.push(t);
-        values.push(f64::from_bits(u64::from_le_bytes(v)));
-    }
+    let timestamps: Vec<i64> = join_planes(t_planes, n)
+        .into_iter()
+        .map(|d| {
+            t = t.wrapping_add(d as i64);
+            t
+        })
+        .collect();
+    let values: Vec<f64> = join_planes(v_planes, n)
+        .into_iter()
+        .map(f64::from_bits)
+        .collect();
     Some((series.into(), timestamps.into(), values.into()))
 }
 
