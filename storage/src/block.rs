@@ -522,6 +522,7 @@ impl Blocks {
     }
 
     fn cut_locked(&self, head: &Head, start: i64, end: i64) -> Result<Option<Arc<Block>>> {
+        let started = std::time::Instant::now();
         let wal_dir = head.wal().map(|w| w.dir().to_path_buf());
         head.close_before(end)
             .map_err(io_err(wal_dir.as_deref().unwrap_or(Path::new("wal"))))?;
@@ -559,6 +560,7 @@ impl Blocks {
             rows = block.meta.rows,
             bytes = block.meta.bytes,
             metrics = block.meta.metrics.len(),
+            seconds = started.elapsed().as_secs_f64(),
             "block written"
         );
         Ok(Some(block))

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use arrow::array::{
     Array, ArrayRef, DictionaryArray, Float64Array, Int32Array, RecordBatch, RecordBatchOptions,
-    TimestampMillisecondArray, new_null_array,
+    StringArray, TimestampMillisecondArray, new_null_array,
 };
 use arrow::buffer::{NullBuffer, ScalarBuffer};
 use arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef, TimeUnit};
@@ -374,29 +374,61 @@ impl MetricSnapshot {
         if rows.is_empty() {
             return Ok(None);
         }
-        // Rank the series present by their label values, so similar series sit together.
-        let mut present: Vec<u32> = rows.iter().map(|r| r.0).collect();
-        present.sort_unstable();
-        present.dedup();
+        // Rank the series present by their label values, so similar series sit together. The
+        // distinct values of each column are ranked once (few strings), so series compare as
+        // integers.
         let columns = &self.labels.columns;
-        present.sort_by(|&a, &b| {
-            columns
-                .iter()
-                .map(|c| value_of(c, a).cmp(&value_of(c, b)))
+        let value_ranks: Vec<Vec<u32>> = columns.iter().map(rank_values).collect();
+        let key = |sid: u32, c: usize| match columns[c].per_series.get(sid as usize) {
+            Some(&v) if v != NO_VALUE => value_ranks[c].get(v as usize).map_or(0, |r| r + 1),
+            _ => 0,
+        };
+        let mut seen = vec![false; self.labels.series_count];
+        for r in &rows {
+            if let Some(s) = seen.get_mut(r.0 as usize) {
+                *s = true;
+            }
+        }
+        let mut present: Vec<u32> = (0..seen.len() as u32)
+            .filter(|&sid| seen[sid as usize])
+            .collect();
+        present.sort_unstable_by(|&a, &b| {
+            (0..columns.len())
+                .map(|c| key(a, c).cmp(&key(b, c)))
                 .find(|o| o.is_ne())
-                .unwrap_or(std::cmp::Ordering::Equal)
+                .unwrap_or_else(|| a.cmp(&b))
         });
         let mut rank = vec![0u32; self.labels.series_count];
         for (i, &sid) in present.iter().enumerate() {
             rank[sid as usize] = i as u32;
         }
-        rows.sort_unstable_by_key(|&(sid, t, _)| (rank[sid as usize], t));
+        // A stable counting sort by rank: a series' rows were appended in time order (older
+        // samples are refused), so they stay in time order.
+        let mut offsets = vec![0usize; present.len() + 1];
+        for r in &rows {
+            offsets[rank[r.0 as usize] as usize + 1] += 1;
+        }
+        for i in 1..offsets.len() {
+            offsets[i] += offsets[i - 1];
+        }
+        let mut sorted = vec![(0u32, 0i64, 0f64); rows.len()];
+        for r in rows {
+            let slot = &mut offsets[rank[r.0 as usize] as usize];
+            sorted[*slot] = r;
+            *slot += 1;
+        }
+        let rows = sorted;
+        debug_assert!(rows.windows(2).all(|w| w[0].0 != w[1].0 || w[0].1 < w[1].1));
 
         let series: ScalarBuffer<u32> = rows.iter().map(|r| r.0).collect();
         let mut fields = Vec::new();
         let mut arrays: Vec<ArrayRef> = Vec::new();
         for col in columns {
-            if present.iter().all(|&sid| value_of(col, sid).is_none()) {
+            if present.iter().all(|&sid| {
+                col.per_series
+                    .get(sid as usize)
+                    .is_none_or(|&v| v == NO_VALUE)
+            }) {
                 continue;
             }
             fields.push(Field::new(&col.column, label_type(), true));
@@ -415,15 +447,20 @@ impl MetricSnapshot {
     }
 }
 
-/// The value a series has in a label column, if any.
-fn value_of(col: &ColumnSnapshot, sid: u32) -> Option<&str> {
-    let v = *col.per_series.get(sid as usize)?;
-    if v == NO_VALUE {
-        return None;
+/// The rank of each value of a label column in byte order (equal strings, equal ranks).
+fn rank_values(col: &ColumnSnapshot) -> Vec<u32> {
+    let Some(values) = col.values.as_any().downcast_ref::<StringArray>() else {
+        return vec![0; col.values.len()];
+    };
+    let mut order: Vec<u32> = (0..values.len() as u32).collect();
+    order.sort_unstable_by(|&a, &b| values.value(a as usize).cmp(values.value(b as usize)));
+    let mut ranks = vec![0u32; values.len()];
+    let mut rank = 0;
+    for (i, &v) in order.iter().enumerate() {
+        if i > 0 && values.value(v as usize) != values.value(order[i - 1] as usize) {
+            rank += 1;
+        }
+        ranks[v as usize] = rank;
     }
-    let values = col
-        .values
-        .as_any()
-        .downcast_ref::<arrow::array::StringArray>()?;
-    Some(values.value(v as usize))
+    ranks
 }

@@ -591,3 +591,71 @@ fn sealed_chunks_are_packed_and_read_back_exactly() {
         .sum();
     assert_eq!(n, 64);
 }
+
+#[test]
+fn sorted_rows_order_series_by_label_values_then_time() {
+    // Series created in an order unrelated to their labels, some without a label, values
+    // with multi-byte characters; each scrape commits every series, and small chunks make
+    // most rows come from packed chunks.
+    let head = Head::new(HeadConfig {
+        chunk_rows: 64,
+        max_series: 0,
+    });
+    let labels = |s: u64| -> Vec<(String, String)> {
+        let mut l = vec![("path".to_string(), format!("/r{}/{s}", (s * 7) % 5))];
+        if s % 3 != 0 {
+            l.push((
+                "code".to_string(),
+                ["500", "200", "é", "404"][(s % 4) as usize].into(),
+            ));
+        }
+        if s % 4 == 1 {
+            l.push(("zone".to_string(), format!("z{}", s % 2)));
+        }
+        l
+    };
+    let mut expected = Vec::new();
+    for scrape in 0..20i64 {
+        let mut app = head.appender();
+        for s in (0..24u64).rev() {
+            let l = labels(s);
+            let pairs: Vec<(&str, &str)> =
+                l.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+            let r = app.series("m", &pairs).unwrap();
+            // Series skip some scrapes, so their rows are spread unevenly across chunks.
+            if (scrape + s as i64) % 5 == 0 {
+                continue;
+            }
+            let t = 1_000 + scrape * 15;
+            app.append(r, t, (scrape * 100 + s as i64) as f64);
+            let get = |n: &str| l.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+            expected.push((
+                (get("code"), get("path"), get("zone")),
+                t,
+                (scrape * 100 + s as i64) as f64,
+            ));
+        }
+        app.commit().unwrap();
+    }
+    // Columns in name order (code, path, zone); a missing value first; then time.
+    expected.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let batch = head
+        .metric("m")
+        .unwrap()
+        .snapshot()
+        .sorted_rows(i64::MIN, i64::MAX)
+        .unwrap()
+        .unwrap();
+    let render = |(code, path, zone): &(Option<String>, Option<String>, Option<String>)| {
+        [("code", code), ("path", path), ("zone", zone)]
+            .iter()
+            .filter_map(|(n, v)| v.as_ref().map(|v| format!("{n}={v}")))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let want: Vec<(String, i64, f64)> = expected
+        .iter()
+        .map(|(l, t, v)| (render(l), *t, *v))
+        .collect();
+    assert_eq!(crate::testing::rendered_rows(&[batch]), want);
+}
