@@ -603,7 +603,7 @@ fn sorted_rows_order_series_by_label_values_then_time() {
     });
     let labels = |s: u64| -> Vec<(String, String)> {
         let mut l = vec![("path".to_string(), format!("/r{}/{s}", (s * 7) % 5))];
-        if s % 3 != 0 {
+        if !s.is_multiple_of(3) {
             l.push((
                 "code".to_string(),
                 ["500", "200", "é", "404"][(s % 4) as usize].into(),
