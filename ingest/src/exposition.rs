@@ -294,6 +294,10 @@ impl<'a> TextParser<'a> {
         if let [head @ .., b'\r'] = line {
             line = head;
         }
+        if line.len() < series.len() {
+            // Only if `series` ran into the line's end: not a span of a previous line.
+            return None;
+        }
         let om = self.format == Format::OpenMetrics;
         if om && let Some(family) = self.created_family {
             let name_end = series

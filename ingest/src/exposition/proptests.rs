@@ -161,6 +161,8 @@ fn known_spans_change_nothing_on_edge_cases() {
         ),
         ("a 1\r\na 2", &["a"], Format::Prometheus),
         ("a 1\r\n", &["a 1"], Format::Prometheus),
+        ("a 1\r\n", &["a 1\r"], Format::Prometheus),
+        ("a 1\nb 2\n", &["a 1\nb"], Format::Prometheus),
         ("  a 1\na\t1\t5\na 1 x\n", &["a"], Format::Prometheus),
         (
             "a nan\na +Inf\na 0x1p3\na 1e400\na\n",
