@@ -96,15 +96,18 @@ fn same_value(a: f64, b: f64) -> bool {
 /// timestamp; each other entry by its debug form; the error with its line.
 type Outcome = Vec<Result<(Vec<u8>, u64, Option<i64>), String>>;
 
+/// One entry of an [`Outcome`].
+fn reduce(entry: Result<Entry<'_>, ParseError>) -> Result<(Vec<u8>, u64, Option<i64>), String> {
+    match entry {
+        Ok(Entry::Sample(s)) => Ok((s.series.to_vec(), s.value.to_bits(), s.timestamp)),
+        Ok(other) => Err(format!("{other:?}")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// Parses with `next` only.
 fn plain(input: &[u8], format: Format) -> Outcome {
-    TextParser::with_format(input, format)
-        .map(|e| match e {
-            Ok(Entry::Sample(s)) => Ok((s.series.to_vec(), s.value.to_bits(), s.timestamp)),
-            Ok(other) => Err(format!("{other:?}")),
-            Err(e) => Err(e.to_string()),
-        })
-        .collect()
+    TextParser::with_format(input, format).map(reduce).collect()
 }
 
 /// Parses trying every span of `known` on each line first, as the scrape cache does with the
@@ -115,24 +118,20 @@ fn with_known(input: &[u8], format: Format, known: &[Vec<u8>]) -> Outcome {
     'lines: loop {
         for span in known {
             if let Some((start, value, ts)) = parser.next_known(span) {
-                assert_span(&input[start..start + span.len()], span);
+                assert_eq!(
+                    &input[start..start + span.len()],
+                    span.as_slice(),
+                    "next_known returned a start that is not the span"
+                );
                 out.push(Ok((span.clone(), value.to_bits(), ts)));
                 continue 'lines;
             }
         }
         match parser.next() {
             None => return out,
-            Some(Ok(Entry::Sample(s))) => {
-                out.push(Ok((s.series.to_vec(), s.value.to_bits(), s.timestamp)));
-            }
-            Some(Ok(other)) => out.push(Err(format!("{other:?}"))),
-            Some(Err(e)) => out.push(Err(e.to_string())),
+            Some(entry) => out.push(reduce(entry)),
         }
     }
-}
-
-fn assert_span(a: &[u8], b: &[u8]) {
-    assert_eq!(a, b, "next_known returned a start that is not the span");
 }
 
 fn spans(input: &[u8], format: Format) -> Vec<Vec<u8>> {

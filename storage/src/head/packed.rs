@@ -39,10 +39,8 @@ pub(crate) fn pack(series: &[u32], timestamps: &[i64], values: &[f64]) -> Option
     // Differences first, then one pass per byte plane: each pass writes one contiguous plane,
     // which the compiler vectorises (a row-by-row scatter into 20 planes does not).
     let ds: Vec<u32> = deltas(series.iter().copied(), 0, u32::wrapping_sub);
-    let dt: Vec<u64> = deltas(timestamps.iter().copied(), 0, i64::wrapping_sub)
-        .into_iter()
-        .map(|d| d as u64)
-        .collect();
+    // As u64: the same bits as wrapping i64 differences.
+    let dt: Vec<u64> = deltas(timestamps.iter().map(|&t| t as u64), 0, u64::wrapping_sub);
     split_planes(&ds, s_planes, |d, b| (d >> (8 * b)) as u8);
     split_planes(&dt, t_planes, |d, b| (d >> (8 * b)) as u8);
     split_planes(values, v_planes, |v, b| (v.to_bits() >> (8 * b)) as u8);
@@ -59,6 +57,17 @@ fn deltas<T: Copy>(values: impl Iterator<Item = T>, zero: T, sub: fn(T, T) -> T)
             let d = sub(v, prev);
             prev = v;
             d
+        })
+        .collect()
+}
+
+/// Running sums of `diffs` from `zero`: the inverse of [`deltas`].
+fn sums<T: Copy>(diffs: impl Iterator<Item = T>, zero: T, add: fn(T, T) -> T) -> Vec<T> {
+    let mut acc = zero;
+    diffs
+        .map(|d| {
+            acc = add(acc, d);
+            acc
         })
         .collect()
 }
@@ -99,21 +108,14 @@ pub(crate) fn unpack(packed: &[u8], n: usize) -> Option<Columns> {
     }
     let (s_planes, rest) = raw.split_at(n * 4);
     let (t_planes, v_planes) = rest.split_at(n * 8);
-    let mut s = 0u32;
-    let series: Vec<u32> = join_planes(s_planes, n)
+    let series: Vec<u32> = sums(
+        join_planes(s_planes, n).into_iter().map(|d| d as u32),
+        0,
+        u32::wrapping_add,
+    );
+    let timestamps: Vec<i64> = sums(join_planes(t_planes, n).into_iter(), 0, u64::wrapping_add)
         .into_iter()
-        .map(|d| {
-            s = s.wrapping_add(d as u32);
-            s
-        })
-        .collect();
-    let mut t = 0i64;
-    let timestamps: Vec<i64> = join_planes(t_planes, n)
-        .into_iter()
-        .map(|d| {
-            t = t.wrapping_add(d as i64);
-            t
-        })
+        .map(|t| t as i64)
         .collect();
     let values: Vec<f64> = join_planes(v_planes, n)
         .into_iter()
