@@ -4,6 +4,7 @@
 mod commands;
 mod config;
 mod http;
+mod memory;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -50,6 +50,7 @@ use tracing::{info, warn};
 use crate::ServeArgs;
 use crate::config::{Config, Overrides};
 use crate::http::{self, HttpState, Reload};
+use crate::memory;
 
 /// How long servers get to finish in-flight requests at shutdown.
 const GRACE: Duration = Duration::from_secs(3);
@@ -378,7 +379,14 @@ async fn cut_loop(head: Arc<Head>, blocks: Arc<Blocks>, block: Duration) {
             continue;
         }
         let (head, blocks) = (Arc::clone(&head), Arc::clone(&blocks));
-        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || blocks.cut(&head, end)).await {
+        let cut = tokio::task::spawn_blocking(move || {
+            let cut = blocks.cut(&head, end);
+            if matches!(cut, Ok(Some(_))) {
+                memory::release_free_memory();
+            }
+            cut
+        });
+        if let Ok(Err(e)) = cut.await {
             warn!(error = %e, "cannot write a block; the head keeps the data and the cut is retried");
         }
     }
@@ -398,7 +406,9 @@ async fn compaction_loop(blocks: Arc<Blocks>, config: CompactionConfig, block: D
         let done = tokio::task::spawn_blocking(move || {
             blocks.discover()?;
             // A few merges per pass, so a backlog never holds the blocking pool for long.
-            blocks.compact(&config, 4)?;
+            if blocks.compact(&config, 4)? > 0 {
+                memory::release_free_memory();
+            }
             blocks.move_to_remote(config.final_before(blocks.head_from()), config.delete_delay)
         })
         .await;
