@@ -56,6 +56,7 @@ use crate::memory;
 const GRACE: Duration = Duration::from_secs(3);
 
 pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    memory::configure_allocator();
     init_logging();
     let (mut config, origin) = match &args.config {
         Some(path) => (Config::read(path)?, path.display().to_string()),

@@ -526,7 +526,7 @@ impl Blocks {
         let wal_dir = head.wal().map(|w| w.dir().to_path_buf());
         head.close_before(end)
             .map_err(io_err(wal_dir.as_deref().unwrap_or(Path::new("wal"))))?;
-        let mut writer = BlockWriter::create(&self.dir, ulid::Ulid::new().to_string())?;
+        let mut writer = BlockWriter::create(&self.dir, ulid::Ulid::new().to_string(), 1)?;
         for metric in head.all_metrics() {
             let batch = metric
                 .snapshot()
@@ -539,7 +539,7 @@ impl Blocks {
                 writer.write_metric(metric.name(), &batch)?;
             }
         }
-        let Some(block) = writer.finish(start, end, 1, Vec::new())? else {
+        let Some(block) = writer.finish(start, end, Vec::new())? else {
             self.state.write().head_from = end;
             return Ok(None);
         };
@@ -656,6 +656,7 @@ fn sort_blocks(blocks: &mut [Arc<Block>]) {
 pub struct BlockWriter {
     blocks_dir: PathBuf,
     id: String,
+    level: u32,
     tmp: PathBuf,
     metrics: BTreeMap<String, MetricFile>,
     finished: bool,
@@ -663,13 +664,15 @@ pub struct BlockWriter {
 
 impl BlockWriter {
     /// Starts block `id` (a ULID: blocks with larger ids override smaller ones where their
-    /// samples collide) under `blocks_dir`.
-    pub fn create(blocks_dir: &Path, id: String) -> Result<Self> {
+    /// samples collide) of `level` under `blocks_dir`; the level picks the writer settings
+    /// ([`writer_properties`]).
+    pub fn create(blocks_dir: &Path, id: String, level: u32) -> Result<Self> {
         let tmp = blocks_dir.join(format!("{id}.tmp"));
         std::fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
         Ok(Self {
             blocks_dir: blocks_dir.to_path_buf(),
             id,
+            level,
             tmp,
             metrics: BTreeMap::new(),
             finished: false,
@@ -690,7 +693,7 @@ impl BlockWriter {
         }
         let file = file_name(metric);
         let path = self.tmp.join(&file);
-        let bytes = write_parquet(&path, batch)?;
+        let bytes = write_parquet(&path, batch, self.level)?;
         let ts = batch
             .column_by_name(TIMESTAMP_COLUMN)
             .and_then(|c| c.as_primitive_opt::<TimestampMillisecondType>());
@@ -729,7 +732,6 @@ impl BlockWriter {
         mut self,
         range_start: i64,
         range_end: i64,
-        level: u32,
         parents: Vec<String>,
     ) -> Result<Option<Block>> {
         self.finished = true;
@@ -747,7 +749,7 @@ impl BlockWriter {
             max_timestamp: metrics.values().map(|m| m.max_timestamp).max().unwrap_or(0),
             rows: metrics.values().map(|m| m.rows).sum(),
             bytes: metrics.values().map(|m| m.bytes).sum(),
-            level,
+            level: self.level,
             parents,
             metrics,
         };
@@ -772,7 +774,15 @@ impl Drop for BlockWriter {
 /// Writer settings: ZSTD, dictionary-encoded labels, delta-encoded timestamps, byte-stream-split
 /// values, page-level statistics (so DataFusion's page index prunes by time and label), and
 /// the sort order recorded.
-pub fn writer_properties(batch: &RecordBatch) -> WriterProperties {
+///
+/// Level-1 blocks (cuts of the head) are written for speed: ZSTD level 1 and no statistics on
+/// label columns (timestamps keep theirs). A cut is on the ingest path's CPU budget, and the
+/// Parquet writer compares every row's label strings to keep their minimum and maximum, a
+/// sixth of a cut's time in a profile of `benches/ingest_vs_prometheus.py`'s targets. Such a
+/// block covers 10 minutes and is merged into a level-2 block, written with everything,
+/// within about 2 h; until then a label filter reads its small files whole, as it reads the
+/// head.
+pub fn writer_properties(batch: &RecordBatch, level: u32) -> WriterProperties {
     let schema = batch.schema();
     let sorting = schema
         .fields()
@@ -785,10 +795,10 @@ pub fn writer_properties(batch: &RecordBatch) -> WriterProperties {
             nulls_first: true,
         })
         .collect();
-    WriterProperties::builder()
-        .set_compression(Compression::ZSTD(
-            ZstdLevel::try_new(3).expect("valid level"),
-        ))
+    let fast = level <= 1;
+    let zstd = ZstdLevel::try_new(if fast { 1 } else { 3 }).expect("valid level");
+    let mut builder = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(zstd))
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_sorting_columns(Some(sorting))
         .set_column_dictionary_enabled(ColumnPath::from(TIMESTAMP_COLUMN), false)
@@ -797,19 +807,30 @@ pub fn writer_properties(batch: &RecordBatch) -> WriterProperties {
             Encoding::DELTA_BINARY_PACKED,
         )
         .set_column_dictionary_enabled(ColumnPath::from(VALUE_COLUMN), false)
-        .set_column_encoding(ColumnPath::from(VALUE_COLUMN), Encoding::BYTE_STREAM_SPLIT)
-        .build()
+        .set_column_encoding(ColumnPath::from(VALUE_COLUMN), Encoding::BYTE_STREAM_SPLIT);
+    if fast {
+        for field in schema.fields() {
+            if field.name() != TIMESTAMP_COLUMN && field.name() != VALUE_COLUMN {
+                builder = builder.set_column_statistics_enabled(
+                    ColumnPath::from(field.name().as_str()),
+                    EnabledStatistics::None,
+                );
+            }
+        }
+    }
+    builder.build()
 }
 
-/// Writes `batch` to `path` and fsyncs it; returns the file size.
-fn write_parquet(path: &Path, batch: &RecordBatch) -> Result<u64> {
+/// Writes `batch` to `path` for a block of `level` and fsyncs it; returns the file size.
+fn write_parquet(path: &Path, batch: &RecordBatch, level: u32) -> Result<u64> {
     let parquet_err = |source| Error::Parquet {
         path: path.to_path_buf(),
         source,
     };
     let file = File::create(path).map_err(io_err(path))?;
-    let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(writer_properties(batch)))
-        .map_err(parquet_err)?;
+    let mut writer =
+        ArrowWriter::try_new(file, batch.schema(), Some(writer_properties(batch, level)))
+            .map_err(parquet_err)?;
     writer.write(batch).map_err(parquet_err)?;
     let file = writer.into_inner().map_err(parquet_err)?;
     file.sync_all().map_err(io_err(path))?;

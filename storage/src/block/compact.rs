@@ -310,7 +310,7 @@ impl Blocks {
         inputs.sort_by(|a, b| a.meta.id.cmp(&b.meta.id));
         let newest = inputs.last().map(|b| b.meta.id.clone()).unwrap_or_default();
         let id = self.id_after(&newest);
-        let mut writer = BlockWriter::create(&self.dir, id)?;
+        let mut writer = BlockWriter::create(&self.dir, id, level)?;
         let names: BTreeSet<&String> = inputs.iter().flat_map(|b| b.meta.metrics.keys()).collect();
         let mut read_rows = 0u64;
         for name in names {
@@ -351,7 +351,6 @@ impl Blocks {
         let block = writer.finish(
             range_start.unwrap_or(i64::MIN),
             range_end.unwrap_or(i64::MIN),
-            level,
             parents,
         )?;
         let block = block.map(Arc::new);

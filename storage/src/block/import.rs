@@ -167,7 +167,8 @@ impl ImportGroup {
         let mut start = self.range.0;
         while start < self.range.1 {
             let end = start.saturating_add(self.window);
-            let mut writer = BlockWriter::create(blocks_dir, ulid::Ulid::new().to_string())?;
+            let mut writer =
+                BlockWriter::create(blocks_dir, ulid::Ulid::new().to_string(), IMPORT_LEVEL)?;
             let mut newest = i64::MIN;
             for (name, batch) in &sorted {
                 let ts = batch
@@ -193,7 +194,7 @@ impl ImportGroup {
                 }
             }
             let end_bound = end.min(newest.saturating_add(1));
-            if let Some(block) = writer.finish(start, end_bound, IMPORT_LEVEL, Vec::new())? {
+            if let Some(block) = writer.finish(start, end_bound, Vec::new())? {
                 blocks.push(block);
             }
             start = end;

@@ -223,3 +223,45 @@ fn retention_size_deletes_the_oldest_blocks_until_the_rest_fit() {
     assert_eq!(left, vec![101, 201], "the oldest went first");
     assert_eq!(blocks.delete_over_size(0).unwrap(), 2);
 }
+
+/// Whether each column chunk of the file's first row group has statistics, by column name.
+fn has_statistics(path: &Path) -> Vec<(String, bool)> {
+    let reader =
+        parquet::file::reader::SerializedFileReader::new(File::open(path).unwrap()).unwrap();
+    let meta = parquet::file::reader::FileReader::metadata(&reader);
+    meta.row_group(0)
+        .columns()
+        .iter()
+        .map(|c| (c.column_path().string(), c.statistics().is_some()))
+        .collect()
+}
+
+#[test]
+fn cut_blocks_skip_label_statistics_and_merged_blocks_keep_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let head = Head::new(HeadConfig::test_config());
+    let blocks = Blocks::open(dir.path()).unwrap();
+    append(&head, "up", &[("job", "a")], &[(10, 1.0), (20, 2.0)]);
+    let cut = blocks.cut(&head, 100).unwrap().unwrap();
+    assert_eq!(cut.meta.level, 1);
+    let (path, _) = cut.file("up").unwrap();
+    assert_eq!(
+        has_statistics(&path),
+        [
+            ("job".to_string(), false),
+            ("timestamp".to_string(), true),
+            ("value".to_string(), true)
+        ]
+    );
+
+    let batch = crate::block::compact::read_parquet(&path)
+        .unwrap()
+        .remove(0);
+    let mut writer = BlockWriter::create(&dir.path().join("blocks"), "merged".into(), 2).unwrap();
+    writer.write_metric("up", &batch).unwrap();
+    let merged = writer.finish(0, 100, Vec::new()).unwrap().unwrap();
+    assert_eq!(merged.meta.level, 2);
+    let (path, _) = merged.file("up").unwrap();
+    assert!(has_statistics(&path).iter().all(|(_, s)| *s));
+    assert_eq!(read_file(&path), read_file(&cut.file("up").unwrap().0));
+}

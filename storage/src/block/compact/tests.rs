@@ -82,11 +82,11 @@ fn write_import(data: &Path, metric: &str, samples: &[(&str, i64, f64)]) -> Stri
     }
     let batch = b.finish().unwrap().unwrap();
     let id = ulid::Ulid::new().to_string();
-    let mut w = BlockWriter::create(&data.join("blocks"), id.clone()).unwrap();
+    let mut w = BlockWriter::create(&data.join("blocks"), id.clone(), 2).unwrap();
     w.write_metric(metric, &batch).unwrap();
     let min = samples.iter().map(|s| s.1).min().unwrap();
     let max = samples.iter().map(|s| s.1).max().unwrap();
-    w.finish(min, max + 1, 2, Vec::new()).unwrap().unwrap();
+    w.finish(min, max + 1, Vec::new()).unwrap().unwrap();
     id
 }
 
