@@ -22,7 +22,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::tree_node::TreeNodeRecursion;
@@ -104,7 +104,7 @@ impl MetricTable {
             files,
             remote_root,
             head_from,
-            schema: metric_schema(&labels),
+            schema: table_schema(&metric_schema(&labels)),
         })
     }
 
@@ -184,8 +184,15 @@ impl MetricTable {
             runtime.object_store(&store)?,
             runtime.cache_manager.get_file_metadata_cache(),
         );
+        // Filters are evaluated while decoding (late materialisation): the timestamp column
+        // first, then the other columns only for rows that pass. Block files are sorted by
+        // series, so a time window rarely prunes whole pages; it does spare decoding the label
+        // columns of the rows outside it ("latest value" over the last 5 minutes of a 2 h
+        // block reads 4 % of them).
         let mut source = ParquetSource::new(Arc::clone(&self.schema))
             .with_enable_page_index(true)
+            .with_pushdown_filters(true)
+            .with_reorder_filters(true)
             .with_parquet_file_reader_factory(Arc::new(reader));
         if let Some(predicate) = conjunction(filters.iter().cloned()) {
             let df_schema = DFSchema::try_from(self.schema.as_ref().clone())?;
@@ -264,6 +271,31 @@ impl TableProvider for MetricTable {
         }
         UnionExec::try_new(inputs)
     }
+}
+
+/// A metric's schema as the engine sees it: label columns as `Utf8View`, whatever storage
+/// keeps them as (dictionaries, in the head and in block files; both scans cast).
+///
+/// Why views: almost every monitoring query groups by labels (`GROUP BY ALL` for per-series
+/// work, `GROUP BY job` for rollups). DataFusion groups `Utf8View` columns with its
+/// column-wise group table, comparing 16-byte views (label values up to 12 bytes sit inside
+/// them), while a dictionary column sends the whole key through the row format, one
+/// variable-length row per input row. Measured on the query benchmark's per-series rate
+/// (792 k rows, 40 k groups; medians of 10, one binary): with the label columns cast to
+/// `Utf8View` in the SQL, 115 ms; as dictionaries, 128 ms; cast to `Utf8`, 131 ms. The cast
+/// is a gather of prebuilt views per row. Clients see `Utf8` either way (DESIGN.md §3).
+pub fn table_schema(stored: &Schema) -> SchemaRef {
+    let fields: Vec<Field> = stored
+        .fields()
+        .iter()
+        .map(|f| match f.data_type() {
+            DataType::Dictionary(_, value) if value.as_ref() == &DataType::Utf8 => {
+                f.as_ref().clone().with_data_type(DataType::Utf8View)
+            }
+            _ => f.as_ref().clone(),
+        })
+        .collect();
+    Arc::new(Schema::new_with_metadata(fields, stored.metadata().clone()))
 }
 
 /// What a scan can skip, derived from `WHERE` conjuncts.

@@ -159,11 +159,7 @@ fn counter_inputs(rows: &[(i64, Option<f64>)]) -> Vec<ArrayRef> {
 }
 
 fn groups(kind: CounterKind) -> CounterGroups {
-    CounterGroups {
-        kind,
-        groups: Vec::new(),
-        bytes: 0,
-    }
+    CounterGroups::new(kind)
 }
 
 #[test]
@@ -236,4 +232,34 @@ fn grouped_counters_match_the_plain_accumulator_through_partial_states() {
         14.0
     );
     assert!(g.size() < 1024);
+}
+
+#[test]
+fn emitting_the_first_groups_keeps_and_renumbers_the_rest() {
+    // Three groups, interleaved; group 1 in reverse time order.
+    let rows = [
+        (0, Some(1.0)),
+        (2_000, Some(7.0)),
+        (0, Some(100.0)),
+        (1_000, Some(3.0)),
+        (0, Some(5.0)),
+        (1_000, Some(101.0)),
+        (2_000, Some(9.0)),
+    ];
+    let group_of = [0, 1, 2, 0, 1, 2, 1];
+    let mut g = groups(CounterKind::Increase);
+    g.update_batch(&counter_inputs(&rows), &group_of, None, 3)
+        .unwrap();
+    let first = g.evaluate(EmitTo::First(2)).unwrap();
+    let first = first.as_primitive::<Float64Type>();
+    assert_eq!(first.values().to_vec(), vec![2.0, 4.0]);
+    // Group 2 is now group 0; a new row for it joins the samples kept.
+    g.update_batch(&counter_inputs(&[(2_000, Some(104.0))]), &[0], None, 1)
+        .unwrap();
+    let rest = g.evaluate(EmitTo::All).unwrap();
+    assert_eq!(
+        rest.as_primitive::<Float64Type>().values().to_vec(),
+        vec![4.0]
+    );
+    assert_eq!(g.size(), std::mem::size_of::<CounterGroups>());
 }

@@ -265,3 +265,22 @@ fn cut_blocks_skip_label_statistics_and_merged_blocks_keep_them() {
     assert!(has_statistics(&path).iter().all(|(_, s)| *s));
     assert_eq!(read_file(&path), read_file(&cut.file("up").unwrap().0));
 }
+
+#[test]
+fn large_metric_files_are_split_into_row_groups_for_parallel_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let head = Head::new(HeadConfig::test_config());
+    let blocks = Blocks::open(dir.path()).unwrap();
+    let samples: Vec<(i64, f64)> = (0..ROW_GROUP_ROWS as i64 + 1)
+        .map(|t| (t, t as f64))
+        .collect();
+    append(&head, "big", &[("job", "a")], &samples);
+    let block = blocks.cut(&head, i64::MAX / 2).unwrap().unwrap();
+    let (path, _) = block.file("big").unwrap();
+    let reader =
+        parquet::file::reader::SerializedFileReader::new(File::open(&path).unwrap()).unwrap();
+    let meta = parquet::file::reader::FileReader::metadata(&reader);
+    let rows: Vec<i64> = meta.row_groups().iter().map(|g| g.num_rows()).collect();
+    assert_eq!(rows, [ROW_GROUP_ROWS as i64, 1]);
+    assert_eq!(read_file(&path).len(), ROW_GROUP_ROWS + 1);
+}

@@ -13,6 +13,7 @@ use arrow::array::{
     StringArray, TimestampMillisecondArray, new_null_array,
 };
 use arrow::buffer::{NullBuffer, ScalarBuffer};
+use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef, TimeUnit};
 use arrow::error::ArrowError;
 
@@ -263,7 +264,8 @@ impl MetricSnapshot {
 
     /// Reads one chunk as a batch of `schema` (a projection of [`Self::schema`], matched by
     /// column name), keeping rows inside `time` whose series passes `mask`. `None` when no row
-    /// is left.
+    /// is left. Label columns come in the type `schema` gives them: the head's dictionary type,
+    /// or a string type it casts to (the query engine asks for `Utf8View`).
     pub fn read(
         &self,
         chunk: &Chunk,
@@ -314,7 +316,14 @@ impl MetricSnapshot {
                     ),
                     VALUE_COLUMN => Arc::new(Float64Array::new(values.clone(), None)),
                     name => match self.labels.columns.iter().find(|c| c.column == name) {
-                        Some(col) => Arc::new(label_keys(col, &series)?),
+                        Some(col) => {
+                            let keys: ArrayRef = Arc::new(label_keys(col, &series)?);
+                            if keys.data_type() == field.data_type() {
+                                keys
+                            } else {
+                                cast(&keys, field.data_type())?
+                            }
+                        }
                         None => new_null_array(field.data_type(), rows),
                     },
                 })
