@@ -10,11 +10,14 @@
 //! help there: it returns free pages in the middle of heaps, but shrinks only the main
 //! arena's top. Measured with 50 targets × ~2,000 series scraped every second and 1-minute
 //! blocks (RSS after each cut, MiB): glibc defaults 133, 152, 171 (still growing; the live
-//! heap was 56 MiB, by heaptrack); with the settings below 115, 116, 120.
+//! heap was 56 MiB, by heaptrack); with the thresholds fixed at 32 MiB (mmap) and 8 MiB
+//! (trim) 115, 116, 120; at 32 MiB and 1 MiB 109, 111, 111 (104 before the first cut), for
+//! the same CPU within the noise (7.5 and 7.4 CPU-seconds over two minutes holding two cuts;
+//! glibc defaults 7.0, one run each).
 //!
 //! So at start-up [`configure_allocator`] fixes the thresholds (which also turns their
 //! dynamic growth off): buffers below 32 MiB keep coming from the arenas (no page faults
-//! for each one, as an mmap per buffer would cost), and a heap's free top above 8 MiB goes
+//! for each one, as an mmap per buffer would cost), and a heap's free top above 1 MiB goes
 //! back to the system. After each cut and merge [`release_free_memory`] returns the free
 //! pages in the middle. Other allocators purge on their own; both calls do nothing where the
 //! C library is not glibc.
@@ -24,7 +27,7 @@
 const MMAP_THRESHOLD: libc::c_int = 32 << 20;
 /// A heap's free top beyond this goes back to the system at once.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
-const TRIM_THRESHOLD: libc::c_int = 8 << 20;
+const TRIM_THRESHOLD: libc::c_int = 1 << 20;
 
 /// Fixes glibc's mmap and trim thresholds (see the module docs). Call once, early.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
