@@ -785,8 +785,9 @@ pub const ROW_GROUP_ROWS: usize = 128 * 1024;
 ///
 /// Level-1 blocks (cuts of the head) are written for speed: ZSTD level 1 and no statistics on
 /// label columns (timestamps keep theirs). A cut is on the ingest path's CPU budget, and the
-/// Parquet writer compares every row's label strings to keep their minimum and maximum, a
-/// sixth of a cut's time in a profile of `benches/ingest_vs_prometheus.py`'s targets. Such a
+/// Parquet writer compares every row's label strings to keep their minimum and maximum (by a
+/// perf profile of cuts of `benches/ingest_vs_prometheus.py`'s targets, about a sixth of a
+/// cut's time, estimated from the samples in its min/max loop and string compares). Such a
 /// block covers 10 minutes and is merged into a level-2 block, written with everything,
 /// within about 2 h; until then a label filter reads its small files whole, as it reads the
 /// head.
