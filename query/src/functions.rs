@@ -24,8 +24,8 @@
 //!   in the `+Inf` bucket returns the largest finite bound. NaN without a `+Inf` bucket, with
 //!   fewer than two buckets or no observations; `-Inf` for `q < 0`, `+Inf` for `q > 1`.
 //!
-//! Each function keeps its group's samples (20 bytes each, with their group) until it evaluates: groups are
-//! series × time buckets, a few hundred samples each in practice.
+//! Each function keeps its group's samples (20 bytes each, with their group) until it
+//! evaluates: groups are series × time buckets, a few hundred samples each in practice.
 
 use std::sync::Arc;
 
