@@ -224,12 +224,17 @@ fn retention_size_deletes_the_oldest_blocks_until_the_rest_fit() {
     assert_eq!(blocks.delete_over_size(0).unwrap(), 2);
 }
 
-/// Whether each column chunk of the file's first row group has statistics, by column name.
-fn has_statistics(path: &Path) -> Vec<(String, bool)> {
+/// A Parquet file's footer.
+fn file_metadata(path: &Path) -> parquet::file::metadata::ParquetMetaData {
     let reader =
         parquet::file::reader::SerializedFileReader::new(File::open(path).unwrap()).unwrap();
-    let meta = parquet::file::reader::FileReader::metadata(&reader);
-    meta.row_group(0)
+    parquet::file::reader::FileReader::metadata(&reader).clone()
+}
+
+/// Whether each column chunk of the file's first row group has statistics, by column name.
+fn has_statistics(path: &Path) -> Vec<(String, bool)> {
+    file_metadata(path)
+        .row_group(0)
         .columns()
         .iter()
         .map(|c| (c.column_path().string(), c.statistics().is_some()))
@@ -277,10 +282,11 @@ fn large_metric_files_are_split_into_row_groups_for_parallel_reads() {
     append(&head, "big", &[("job", "a")], &samples);
     let block = blocks.cut(&head, i64::MAX / 2).unwrap().unwrap();
     let (path, _) = block.file("big").unwrap();
-    let reader =
-        parquet::file::reader::SerializedFileReader::new(File::open(&path).unwrap()).unwrap();
-    let meta = parquet::file::reader::FileReader::metadata(&reader);
-    let rows: Vec<i64> = meta.row_groups().iter().map(|g| g.num_rows()).collect();
+    let rows: Vec<i64> = file_metadata(&path)
+        .row_groups()
+        .iter()
+        .map(|g| g.num_rows())
+        .collect();
     assert_eq!(rows, [ROW_GROUP_ROWS as i64, 1]);
     assert_eq!(read_file(&path).len(), ROW_GROUP_ROWS + 1);
 }
