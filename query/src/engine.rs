@@ -31,7 +31,7 @@
 //! DataFusion functions produce, leave as `Utf8` too, so clients see one string type.
 
 use std::ops::ControlFlow;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use arrow::array::{ArrayRef, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -62,6 +62,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::time::Instant;
 
 use crate::catalog::{ArrowheadCatalog, CATALOG, METRICS_SCHEMA};
+use crate::run_aggregate::RunAggregateRule;
 use crate::system::TargetsSource;
 
 /// The `query:` section of `arrowhead.yml`.
@@ -234,13 +235,28 @@ impl Drop for Limits {
     }
 }
 
+/// What every query thread runs first, if the process registered something.
+static QUERY_THREAD_START: OnceLock<fn()> = OnceLock::new();
+
+/// Registers `hook` to run first on every thread of the query runtime (the binary gives those
+/// threads their own allocator with it). Call it before creating an engine; only the first
+/// registration counts.
+pub fn on_query_thread_start(hook: fn()) {
+    let _ = QUERY_THREAD_START.set(hook);
+}
+
 impl Limits {
     fn new(config: &QueryConfig) -> Result<Self, QueryError> {
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let runtime = tokio::runtime::Builder::new_multi_thread()
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder
             .worker_threads(threads)
             .thread_name("arrowhead-query")
-            .enable_all()
+            .enable_all();
+        if let Some(&hook) = QUERY_THREAD_START.get() {
+            builder.on_thread_start(hook);
+        }
+        let runtime = builder
             .build()
             .map_err(|e| QueryError::Internal(format!("cannot start the query runtime: {e}")))?;
         Ok(Self {
@@ -484,6 +500,7 @@ impl QueryEngine {
             .with_config(session)
             .with_runtime_env(runtime)
             .with_default_features()
+            .with_physical_optimizer_rule(Arc::new(RunAggregateRule))
             .build();
         let ctx = SessionContext::new_with_state(state);
         crate::functions::register(&ctx);
