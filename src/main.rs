@@ -6,6 +6,9 @@ mod config;
 mod http;
 mod memory;
 
+#[global_allocator]
+static ALLOCATOR: memory::ReplicaAllocator = memory::ReplicaAllocator;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 

@@ -57,6 +57,7 @@ const GRACE: Duration = Duration::from_secs(3);
 
 pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     memory::configure_allocator();
+    query::engine::on_query_thread_start(memory::use_query_allocator);
     init_logging();
     let (mut config, origin) = match &args.config {
         Some(path) => (Config::read(path)?, path.display().to_string()),
