@@ -25,7 +25,7 @@ use std::sync::Arc;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
-use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode, TreeNodeRecursion};
 use datafusion::common::{DFSchema, Result, ScalarValue};
 use datafusion::datasource::TableType;
 use datafusion::datasource::listing::PartitionedFile;
@@ -38,7 +38,11 @@ use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{
     Between, BinaryExpr, Expr, Operator, TableProviderFilterPushDown, expr::InList,
 };
+use datafusion::physical_expr::expressions::{CastExpr, Column};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_expr_adapter::{
+    DefaultPhysicalExprAdapterFactory, PhysicalExprAdapter, PhysicalExprAdapterFactory,
+};
 use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricBuilder, MetricsSet};
@@ -49,7 +53,9 @@ use datafusion::physical_plan::{
     SendableRecordBatchStream,
 };
 use storage::block::{BlockView, FileLocation, MetricFile, metric_schema};
-use storage::head::{LabelMatcher, MatchOp, MetricHead, MetricSnapshot, TimeRange};
+use storage::head::{
+    LabelMatcher, MatchOp, MetricHead, MetricSnapshot, TimeRange, label_view_dictionary,
+};
 use storage::head::{TIMESTAMP_COLUMN, VALUE_COLUMN};
 
 /// One metric as a table: its rows in the head plus its files in blocks. The schema (the
@@ -204,6 +210,7 @@ impl MetricTable {
             groups[i % n].push(file);
         }
         let config = FileScanConfigBuilder::new(store, Arc::new(source))
+            .with_expr_adapter(Some(Arc::new(LabelViews)))
             .with_file_groups(groups.into_iter().map(FileGroup::new).collect())
             .with_projection_indices(projection.cloned())?
             .with_limit(limit)
@@ -296,6 +303,61 @@ pub fn table_schema(stored: &Schema) -> SchemaRef {
         })
         .collect();
     Arc::new(Schema::new_with_metadata(fields, stored.metadata().clone()))
+}
+
+/// Adapts expressions over a block file's columns like DataFusion's default adapter, except
+/// that a label column stored as a dictionary of strings reaches `Utf8View` through a
+/// dictionary of views (see [`storage::head::label_view_dictionary`]): the values become
+/// views once per batch and the rows a gather by key, instead of one view built per row.
+#[derive(Debug)]
+struct LabelViews;
+
+impl PhysicalExprAdapterFactory for LabelViews {
+    fn create(
+        &self,
+        logical_file_schema: SchemaRef,
+        physical_file_schema: SchemaRef,
+    ) -> Result<Arc<dyn PhysicalExprAdapter>> {
+        let inner = DefaultPhysicalExprAdapterFactory
+            .create(logical_file_schema, Arc::clone(&physical_file_schema))?;
+        Ok(Arc::new(LabelViewsAdapter {
+            inner,
+            physical_file_schema,
+        }))
+    }
+}
+
+#[derive(Debug)]
+struct LabelViewsAdapter {
+    inner: Arc<dyn PhysicalExprAdapter>,
+    physical_file_schema: SchemaRef,
+}
+
+impl PhysicalExprAdapter for LabelViewsAdapter {
+    fn rewrite(&self, expr: Arc<dyn PhysicalExpr>) -> Result<Arc<dyn PhysicalExpr>> {
+        self.inner
+            .rewrite(expr)?
+            .transform_up(|node| {
+                let Some(cast) = node.downcast_ref::<CastExpr>() else {
+                    return Ok(Transformed::no(node));
+                };
+                let Some(column) = cast.expr().downcast_ref::<Column>() else {
+                    return Ok(Transformed::no(node));
+                };
+                let from = self.physical_file_schema.field(column.index()).data_type();
+                let Some(via) = label_view_dictionary(from, cast.cast_type()) else {
+                    return Ok(Transformed::no(node));
+                };
+                let to_dictionary = Arc::new(CastExpr::new(Arc::clone(cast.expr()), via, None));
+                Ok(Transformed::yes(Arc::new(CastExpr::new_with_target_field(
+                    to_dictionary,
+                    Arc::clone(cast.target_field()),
+                    None,
+                ))
+                    as Arc<dyn PhysicalExpr>))
+            })
+            .data()
+    }
 }
 
 /// What a scan can skip, derived from `WHERE` conjuncts.
@@ -791,5 +853,63 @@ mod tests {
             &schema(),
         );
         assert!(p.is_empty(), "{p:?}");
+    }
+
+    #[test]
+    fn dictionary_labels_in_files_reach_views_through_a_dictionary_of_views() {
+        use arrow::array::{Array, ArrayRef, DictionaryArray, RecordBatch, StringViewArray};
+        use arrow::datatypes::Int32Type;
+        use datafusion::physical_expr::expressions::col;
+
+        let physical = schema();
+        let logical = table_schema(&physical);
+        let adapter = LabelViews
+            .create(Arc::clone(&logical), Arc::clone(&physical))
+            .unwrap();
+        let expr = adapter.rewrite(col("job", &logical).unwrap()).unwrap();
+        let outer = expr
+            .downcast_ref::<CastExpr>()
+            .expect("a cast to the view type");
+        assert_eq!(outer.cast_type(), &DataType::Utf8View);
+        let inner = outer
+            .expr()
+            .downcast_ref::<CastExpr>()
+            .expect("through a dictionary");
+        assert_eq!(
+            inner.cast_type(),
+            &DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8View))
+        );
+        assert!(inner.expr().downcast_ref::<Column>().is_some());
+        // Other columns are adapted as DataFusion would.
+        let ts = adapter
+            .rewrite(col("timestamp", &logical).unwrap())
+            .unwrap();
+        assert!(ts.downcast_ref::<Column>().is_some());
+
+        let job: DictionaryArray<Int32Type> =
+            vec![Some("node"), None, Some("a-job-name-longer-than-12")]
+                .into_iter()
+                .collect();
+        let batch = RecordBatch::try_new(
+            Arc::clone(&physical),
+            vec![
+                Arc::new(job) as ArrayRef,
+                Arc::new(
+                    arrow::array::TimestampMillisecondArray::from(vec![1, 2, 3])
+                        .with_timezone("UTC"),
+                ),
+                Arc::new(arrow::array::Float64Array::from(vec![1.0, 2.0, 3.0])),
+            ],
+        )
+        .unwrap();
+        let out = expr.evaluate(&batch).unwrap().into_array(3).unwrap();
+        assert_eq!(
+            out.as_any().downcast_ref::<StringViewArray>(),
+            Some(&StringViewArray::from(vec![
+                Some("node"),
+                None,
+                Some("a-job-name-longer-than-12")
+            ]))
+        );
     }
 }

@@ -45,8 +45,8 @@ use prometheus_client::registry::Registry;
 
 pub use append::{AppendError, AppendStats, Appender, HeadAppender};
 pub use read::{
-    LabelMatcher, MatchOp, MetricSnapshot, TIMESTAMP_COLUMN, TimeRange, VALUE_COLUMN,
-    label_column_name, label_type, timestamp_type,
+    LabelMatcher, MatchOp, MetricSnapshot, TIMESTAMP_COLUMN, TimeRange, VALUE_COLUMN, cast_labels,
+    label_column_name, label_type, label_view_dictionary, timestamp_type,
 };
 pub use replay::ReplayStats;
 

@@ -321,7 +321,7 @@ impl MetricSnapshot {
                             if keys.data_type() == field.data_type() {
                                 keys
                             } else {
-                                cast(&keys, field.data_type())?
+                                cast_labels(&keys, field.data_type())?
                             }
                         }
                         None => new_null_array(field.data_type(), rows),
@@ -472,4 +472,33 @@ fn rank_values(col: &ColumnSnapshot) -> Vec<u32> {
         ranks[v as usize] = rank;
     }
     ranks
+}
+
+/// The type to cast a dictionary of label values through on its way to `to`: a dictionary of
+/// `Utf8View` values when `to` is `Utf8View`, else `None` (a direct cast is as good).
+///
+/// Why: arrow casts `Dictionary<_, Utf8>` to `Utf8View` by building a view per row from the
+/// value's bytes (~15 ns a row; a fifth of the query benchmark's per-series rate, by perf).
+/// Through a dictionary of views, the values become views once and the rows are a gather of
+/// 16-byte views by key.
+pub fn label_view_dictionary(from: &DataType, to: &DataType) -> Option<DataType> {
+    match (from, to) {
+        (DataType::Dictionary(key, value), DataType::Utf8View)
+            if value.as_ref() == &DataType::Utf8 =>
+        {
+            Some(DataType::Dictionary(
+                key.clone(),
+                Box::new(DataType::Utf8View),
+            ))
+        }
+        _ => None,
+    }
+}
+
+/// Casts a label column to `to`, through [`label_view_dictionary`] where that is cheaper.
+pub fn cast_labels(array: &ArrayRef, to: &DataType) -> Result<ArrayRef, ArrowError> {
+    match label_view_dictionary(array.data_type(), to) {
+        Some(via) => cast(&cast(array, &via)?, to),
+        None => cast(array, to),
+    }
 }

@@ -659,3 +659,47 @@ fn sorted_rows_order_series_by_label_values_then_time() {
         .collect();
     assert_eq!(crate::testing::rendered_rows(&[batch]), want);
 }
+
+#[test]
+fn label_dictionaries_cast_to_views_through_a_dictionary_of_views() {
+    use arrow::array::{Array, ArrayRef, DictionaryArray, StringArray, StringViewArray};
+    use arrow::datatypes::{DataType, Int32Type};
+
+    let dict: DictionaryArray<Int32Type> =
+        vec![Some("a"), None, Some("a-value-longer-than-12"), Some("a")]
+            .into_iter()
+            .collect();
+    let dict: ArrayRef = Arc::new(dict);
+    assert_eq!(
+        label_view_dictionary(dict.data_type(), &DataType::Utf8View),
+        Some(DataType::Dictionary(
+            Box::new(DataType::Int32),
+            Box::new(DataType::Utf8View)
+        ))
+    );
+    let views = cast_labels(&dict, &DataType::Utf8View).unwrap();
+    let expected = StringViewArray::from(vec![
+        Some("a"),
+        None,
+        Some("a-value-longer-than-12"),
+        Some("a"),
+    ]);
+    assert_eq!(
+        views.as_any().downcast_ref::<StringViewArray>(),
+        Some(&expected)
+    );
+    // Other targets cast directly.
+    assert_eq!(
+        label_view_dictionary(dict.data_type(), &DataType::Utf8),
+        None
+    );
+    let plain = cast_labels(&dict, &DataType::Utf8).unwrap();
+    assert_eq!(
+        plain
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap()
+            .value(2),
+        "a-value-longer-than-12"
+    );
+}
