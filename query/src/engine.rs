@@ -26,9 +26,12 @@
 //!   that would exceed it fails with an error naming the limit. Spilling to disk is off: a
 //!   query must never fill the disk the WAL and blocks live on.
 //!
-//! Label columns are dictionary-encoded inside the engine (cheap filters and group-bys); every
-//! result leaves as plain `Utf8`, the wire type of DESIGN.md §3. String views, which some
-//! DataFusion functions produce, leave as `Utf8` too, so clients see one string type.
+//! Label columns are string views inside the engine ([`crate::scan::table_schema`]: cheap
+//! column-wise group-bys); every result leaves as plain `Utf8`, the wire type of DESIGN.md
+//! §3, as do dictionaries a function may produce, so clients see one string type.
+//!
+//! Physical plans get one rule after DataFusion's own: [`RunAggregateRule`], which groups
+//! raw rows by runs of equal keys (metric rows come series by series).
 
 use std::ops::ControlFlow;
 use std::sync::{Arc, OnceLock};
