@@ -114,6 +114,16 @@ impl MetricTable {
         })
     }
 
+    /// Rows of the table: in its block files and in the head, before any filter.
+    pub fn rows(&self) -> u64 {
+        let files: u64 = self.files.iter().map(|(_, f)| f.rows).sum();
+        let head: usize = self
+            .metric
+            .as_ref()
+            .map_or(0, |m| m.snapshot().chunks().iter().map(|c| c.len()).sum());
+        files.saturating_add(head as u64)
+    }
+
     /// The block part of a scan: the files whose time range meets the pushed-down one, read
     /// by DataFusion's Parquet source with the filters as a pruning predicate (row groups and
     /// pages by statistics). Columns a file lacks read as NULL.

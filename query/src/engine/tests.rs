@@ -881,3 +881,41 @@ async fn no_function_or_table_reference_reads_files() {
     let err = e.plan("PREPARE p AS SELECT 1").await.unwrap_err();
     assert!(matches!(err, QueryError::PermissionDenied(_)), "{err:?}");
 }
+
+#[tokio::test]
+async fn small_tables_are_planned_for_one_partition_large_ones_for_every_core() {
+    let sql = "EXPLAIN SELECT job, max(value) FROM node_cpu_seconds_total GROUP BY job";
+    let small = plan_text(&run(&engine(), sql).await.unwrap());
+    assert!(!small.contains("RepartitionExec"), "{small}");
+
+    let head = Arc::new(Head::new(HeadConfig {
+        chunk_rows: 8192,
+        max_series: 0,
+    }));
+    let mut app = head.appender();
+    for s in 0..20 {
+        let r = app
+            .series(
+                "node_cpu_seconds_total",
+                &[("job", "node"), ("cpu", &s.to_string())],
+            )
+            .unwrap();
+        for t in 0..7_000 {
+            app.append(r, 1_000 * t, t as f64);
+        }
+    }
+    app.commit().unwrap();
+    let large = QueryEngine::new(head, Arc::new(NoTargets), &QueryConfig::default()).unwrap();
+    let plan = plan_text(&run(&large, sql).await.unwrap());
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) > 1 {
+        assert!(plan.contains("RepartitionExec"), "{plan}");
+    }
+    assert_eq!(
+        scalar_f64(
+            &large,
+            "SELECT max(value) FROM node_cpu_seconds_total WHERE cpu = '7'"
+        )
+        .await,
+        6_999.0
+    );
+}
