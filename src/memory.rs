@@ -36,9 +36,10 @@
 //! [`use_query_allocator`], which the query engine runs on each of its threads) allocate
 //! from mimalloc, every other thread from glibc. A block is freed by the allocator that
 //! owns it, whichever thread frees it: mimalloc's page map says in a few loads whether a
-//! pointer is its own. Measured on the query benchmark's data (medians of 10, one run
-//! alternating the binaries): per-series rate 74 → 51–56 ms, histogram p99 133 → 97 ms;
-//! ingest unchanged (glibc serves it as before).
+//! pointer is its own. Measured on the query benchmark's data (medians of 10, two
+//! alternations of the binaries): per-series rate 62–75 → 46–49 ms, histogram p99 134–144 →
+//! 93–105 ms (mimalloc for the whole process gave about the same); ingest unchanged (glibc
+//! serves it as before; RSS 105 MiB before the cut in the aligned ingest benchmark).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
