@@ -123,10 +123,10 @@ async fn results_match_the_hash_aggregate_in_any_input_order() {
     }
 }
 
-#[tokio::test]
-async fn sorted_input_interns_one_row_per_run() {
+/// Runs a per-series count over `data` on one partition: (result rows, runs found, rows
+/// interned) as the `RunAggregateExec` counted them.
+async fn run_counts(data: Vec<RecordBatch>) -> (usize, usize, usize) {
     let ctx = context(true, 1, None);
-    let data = batches(10, 40, true, 100);
     let table = MemTable::try_new(schema(), vec![data]).unwrap();
     ctx.register_table("t", Arc::new(table)).unwrap();
     let frame = ctx
@@ -137,7 +137,6 @@ async fn sorted_input_interns_one_row_per_run() {
     let out = datafusion::physical_plan::collect(Arc::clone(&plan), ctx.task_ctx())
         .await
         .unwrap();
-    assert_eq!(out.iter().map(RecordBatch::num_rows).sum::<usize>(), 10);
     let mut found = None;
     plan.apply(|node| {
         if node.name() == "RunAggregateExec" {
@@ -147,36 +146,26 @@ async fn sorted_input_interns_one_row_per_run() {
     })
     .unwrap();
     let metrics = found.expect("a RunAggregateExec ran");
+    (
+        out.iter().map(RecordBatch::num_rows).sum(),
+        metrics.sum_by_name("runs").unwrap().as_usize(),
+        metrics.sum_by_name("interned_rows").unwrap().as_usize(),
+    )
+}
+
+#[tokio::test]
+async fn sorted_input_interns_one_row_per_run() {
+    let (rows, runs, interned) = run_counts(batches(10, 40, true, 100)).await;
+    assert_eq!(rows, 10);
     // 400 rows in 4 batches of 100: 10 series of 40 rows; the batch edges at 100 and 300
     // split a series (200 falls between two) → 10 + 2 runs.
-    assert_eq!(metrics.sum_by_name("runs").unwrap().as_usize(), 12);
-    assert_eq!(metrics.sum_by_name("interned_rows").unwrap().as_usize(), 12);
+    assert_eq!(runs, 12);
+    assert_eq!(interned, 12);
 }
 
 #[tokio::test]
 async fn unsorted_input_is_interned_row_by_row() {
-    let ctx = context(true, 1, None);
-    let data = batches(50, 4, false, 100);
-    let table = MemTable::try_new(schema(), vec![data]).unwrap();
-    ctx.register_table("t", Arc::new(table)).unwrap();
-    let frame = ctx
-        .sql("SELECT job, instance, count(*) FROM t GROUP BY job, instance")
-        .await
-        .unwrap();
-    let plan = frame.create_physical_plan().await.unwrap();
-    datafusion::physical_plan::collect(Arc::clone(&plan), ctx.task_ctx())
-        .await
-        .unwrap();
-    let mut interned = 0;
-    plan.apply(|node| {
-        if let Some(m) = node.metrics()
-            && node.name() == "RunAggregateExec"
-        {
-            interned = m.sum_by_name("interned_rows").unwrap().as_usize();
-        }
-        Ok(TreeNodeRecursion::Continue)
-    })
-    .unwrap();
+    let (_, _, interned) = run_counts(batches(50, 4, false, 100)).await;
     assert_eq!(interned, 200);
 }
 
