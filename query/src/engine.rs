@@ -68,6 +68,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::time::Instant;
 
 use crate::catalog::{ArrowheadCatalog, CATALOG, METRICS_SCHEMA};
+use crate::kept_plans::KeptPlans;
 use crate::run_aggregate::RunAggregateRule;
 use crate::scan::MetricTable;
 use crate::system::TargetsSource;
@@ -179,6 +180,9 @@ pub struct QueryMetrics {
     pub running: Gauge,
     /// Queries waiting for a slot.
     pub queued: Gauge,
+    /// Queries that ran on the plan made when their client asked for the schema
+    /// ([`crate::kept_plans`]).
+    pub reused_plans: Counter,
 }
 
 impl QueryMetrics {
@@ -206,6 +210,11 @@ impl QueryMetrics {
             "Queries waiting for one of the query.max_concurrent slots",
             self.queued.clone(),
         );
+        r.register(
+            "reused_plans",
+            "Queries run on the plan made when their client asked for the schema",
+            self.reused_plans.clone(),
+        );
     }
 }
 
@@ -220,6 +229,8 @@ pub struct QueryEngine {
     blocks: Option<Arc<Blocks>>,
     /// Where queries run, and their limits.
     limits: Arc<Limits>,
+    /// Plans made for a schema request, waiting for the call that runs them.
+    kept: Arc<KeptPlans>,
 }
 
 /// The execution side shared by every clone of an engine: the query runtime and the limits.
@@ -379,13 +390,15 @@ async fn set_aside_unreadable(
 }
 
 /// A planned query: its result schema as clients will see it, and how to run it.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct PlannedQuery {
     frame: DataFrame,
     schema: SchemaRef,
     metrics: QueryMetrics,
     blocks: Option<Arc<Blocks>>,
     limits: Arc<Limits>,
+    /// The block view generation taken before the tables were resolved.
+    generation: u64,
 }
 
 impl std::fmt::Debug for Limits {
@@ -402,6 +415,11 @@ impl PlannedQuery {
     /// The result schema on the wire.
     pub fn schema(&self) -> SchemaRef {
         Arc::clone(&self.schema)
+    }
+
+    /// The generation of the block view the plan's tables were resolved on, or an older one.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// The statement's parameters as a schema: one field per placeholder (`$1`, `$2`, …) in
@@ -461,6 +479,7 @@ async fn run_to_channel(
         metrics,
         blocks,
         limits,
+        generation: _,
     } = query;
     let mut files = Arc::new(Vec::new());
     let work = async {
@@ -553,6 +572,7 @@ impl QueryEngine {
             metrics: QueryMetrics::default(),
             blocks,
             limits: Arc::new(Limits::new(config)?),
+            kept: Arc::default(),
         })
     }
 
@@ -647,7 +667,32 @@ impl QueryEngine {
         Ok(out)
     }
 
+    /// Keeps a copy of `planned` for the call that will run it under `handle` (see
+    /// [`crate::kept_plans`]).
+    pub fn keep(&self, handle: &[u8], planned: &PlannedQuery) {
+        self.kept
+            .keep(handle, planned.clone(), std::time::Instant::now());
+    }
+
+    /// The plan kept for `handle`, if there is one and it still reads what a new plan would.
+    pub fn take_kept(&self, handle: &[u8]) -> Option<PlannedQuery> {
+        let planned = self
+            .kept
+            .take(handle, self.generation(), std::time::Instant::now())?;
+        self.metrics.reused_plans.inc();
+        Some(planned)
+    }
+
+    /// The generation of the current block view (0 without blocks: the head alone is read
+    /// whole and never truncated).
+    fn generation(&self) -> u64 {
+        self.blocks.as_ref().map_or(0, |b| b.generation())
+    }
+
     async fn plan_inner(&self, sql: &str) -> Result<PlannedQuery, QueryError> {
+        // Taken before any table is resolved: a change meanwhile makes the plan look older than
+        // it is, never newer.
+        let generation = self.generation();
         let state = self.ctx.state();
         let dialect = state.config().options().sql_parser.dialect;
         let mut statement = state.sql_to_statement(sql, &dialect)?;
@@ -668,6 +713,7 @@ impl QueryEngine {
             metrics: self.metrics.clone(),
             blocks: self.blocks.clone(),
             limits: Arc::clone(&self.limits),
+            generation,
         })
     }
 

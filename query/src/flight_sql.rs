@@ -1,19 +1,20 @@
 //! The Flight SQL service: how clients (the `arrowhead query` CLI, ADBC, JDBC, Grafana) run SQL.
 //!
 //! ```text
-//! GetFlightInfo(CommandStatementQuery{sql}) ─plan─► FlightInfo{schema, ticket = TicketStatementQuery{sql}}
-//! DoGet(ticket) ─plan + execute─► stream of FlightData (Arrow IPC batches, wire types)
+//! GetFlightInfo(CommandStatementQuery{sql}) ─plan, keep─► FlightInfo{schema, ticket = TicketStatementQuery{sql}}
+//! DoGet(ticket) ─kept plan (or plan) + execute─► stream of FlightData (Arrow IPC batches, wire types)
 //!
-//! DoAction(CreatePreparedStatement{sql}) ─plan─► {handle = sql, dataset_schema}
-//! GetFlightInfo(CommandPreparedStatementQuery{handle}) ─► FlightInfo{ticket = the command}
-//! DoGet(ticket) ─plan + execute─► stream           DoAction(ClosePreparedStatement) ─► ok
+//! DoAction(CreatePreparedStatement{sql}) ─plan, keep─► {handle = sql, dataset_schema}
+//! GetFlightInfo(CommandPreparedStatementQuery{handle}) ─kept plan, keep─► FlightInfo{ticket = the command}
+//! DoGet(ticket) ─kept plan + execute─► stream      DoAction(ClosePreparedStatement) ─► ok
 //! ```
 //!
 //! Handles are stateless: a statement or prepared-statement handle is the SQL text itself, so
 //! the server keeps nothing per client, a handle works on either replica of a pair, and a
-//! restart loses nothing. The price is planning twice (once for the schema, once to run),
-//! which costs far less than executing. Every execution re-checks read-only rules, so a forged
-//! handle gains nothing.
+//! restart loses nothing. The plan made for the schema is kept a few seconds for the call that
+//! runs it ([`crate::kept_plans`]), so a statement is planned once when both calls reach the
+//! same replica, and anew otherwise. Every plan re-checks read-only rules, so a forged handle
+//! gains nothing.
 //!
 //! Parameters (`$1`, `$2`, … or `?`): `CreatePreparedStatement` answers the parameter schema
 //! the planner inferred; `DoPut(CommandPreparedStatementQuery)` with one row of values
@@ -180,17 +181,8 @@ impl FlightSqlServer {
         InterceptedService::new(self.into_service(), auth)
     }
 
-    async fn flight_info(
-        &self,
-        sql: &str,
-        ticket: Vec<u8>,
-        descriptor: FlightDescriptor,
-    ) -> Result<Response<FlightInfo>, Status> {
-        let planned = self.engine.plan(sql).await.map_err(status)?;
-        flight_info(&planned.schema(), ticket, descriptor)
-    }
-
-    /// Plans a prepared-statement handle, with its bound parameters if it has any.
+    /// Plans a statement or prepared-statement handle, with its bound parameters if it has
+    /// any.
     async fn plan_handle(&self, handle: &[u8]) -> Result<PlannedQuery, Status> {
         let (sql, params) = decode_handle(handle)?;
         match params {
@@ -198,6 +190,25 @@ impl FlightSqlServer {
             Some(params) => self.engine.plan_with_params(&sql, params).await,
         }
         .map_err(status)
+    }
+
+    /// Plans `handle` for a client that asked for its schema and will run it next: the plan is
+    /// kept for that call ([`crate::kept_plans`]).
+    async fn plan_to_keep(&self, handle: &[u8]) -> Result<PlannedQuery, Status> {
+        let planned = match self.engine.take_kept(handle) {
+            Some(planned) => planned,
+            None => self.plan_handle(handle).await?,
+        };
+        self.engine.keep(handle, &planned);
+        Ok(planned)
+    }
+
+    /// Plans `handle` to run it: the plan kept when the client asked for the schema, or anew.
+    async fn plan_to_run(&self, handle: &[u8]) -> Result<PlannedQuery, Status> {
+        match self.engine.take_kept(handle) {
+            Some(planned) => Ok(planned),
+            None => self.plan_handle(handle).await,
+        }
     }
 
     async fn run(&self, planned: PlannedQuery) -> Result<Response<DoGetStream>, Status> {
@@ -440,15 +451,15 @@ impl FlightSqlService for FlightSqlServer {
         query: CommandStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
+        let planned = self.plan_to_keep(query.query.as_bytes()).await?;
         let ticket = TicketStatementQuery {
-            statement_handle: query.query.clone().into_bytes().into(),
+            statement_handle: query.query.into_bytes().into(),
         };
-        self.flight_info(
-            &query.query,
+        flight_info(
+            &planned.schema(),
             ticket.as_any().encode_to_vec(),
             request.into_inner(),
         )
-        .await
     }
 
     async fn do_get_statement(
@@ -456,8 +467,7 @@ impl FlightSqlService for FlightSqlServer {
         ticket: TicketStatementQuery,
         _request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        let sql = handle_to_sql(&ticket.statement_handle)?;
-        let planned = self.engine.plan(sql).await.map_err(status)?;
+        let planned = self.plan_to_run(&ticket.statement_handle).await?;
         self.run(planned).await
     }
 
@@ -466,7 +476,7 @@ impl FlightSqlService for FlightSqlServer {
         query: ActionCreatePreparedStatementRequest,
         _request: Request<Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
-        let planned = self.engine.plan(&query.query).await.map_err(status)?;
+        let planned = self.plan_to_keep(query.query.as_bytes()).await?;
         let encode = |schema: &Schema| -> Result<Bytes, Status> {
             let IpcMessage(bytes) = SchemaAsIpc::new(schema, &Default::default())
                 .try_into()
@@ -512,7 +522,7 @@ impl FlightSqlService for FlightSqlServer {
         }
         let handle = encode_bound_handle(&sql, params)?;
         // Plan now, so a value that does not fit fails at bind time, as clients expect.
-        self.plan_handle(&handle).await?;
+        self.plan_to_keep(&handle).await?;
         Ok(DoPutPreparedStatementResult {
             prepared_statement_handle: Some(handle.into()),
         })
@@ -523,7 +533,7 @@ impl FlightSqlService for FlightSqlServer {
         cmd: CommandPreparedStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let planned = self.plan_handle(&cmd.prepared_statement_handle).await?;
+        let planned = self.plan_to_keep(&cmd.prepared_statement_handle).await?;
         command_info(&planned.schema(), &cmd, request)
     }
 
@@ -532,7 +542,7 @@ impl FlightSqlService for FlightSqlServer {
         cmd: CommandPreparedStatementQuery,
         _request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        let planned = self.plan_handle(&cmd.prepared_statement_handle).await?;
+        let planned = self.plan_to_run(&cmd.prepared_statement_handle).await?;
         self.run(planned).await
     }
 

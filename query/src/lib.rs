@@ -2,6 +2,7 @@
 pub mod catalog;
 pub mod engine;
 pub mod functions;
+pub mod kept_plans;
 pub mod run_aggregate;
 pub mod scan;
 pub mod system;

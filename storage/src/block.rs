@@ -231,6 +231,10 @@ pub struct BlockView {
     pub head_from: i64,
     /// The object store remote blocks are in, if one is configured.
     pub remote: Option<Arc<RemoteStore>>,
+    /// Counts changes of the block list or of `head_from` since the blocks were opened: two
+    /// views with the same generation list the same files and read the head from the same
+    /// time, so a plan made on one may still run after the other was taken.
+    pub generation: u64,
 }
 
 impl BlockView {
@@ -437,6 +441,7 @@ impl Blocks {
                 blocks: Vec::new(),
                 head_from,
                 remote: remote.clone(),
+                generation: 0,
             }),
             remote,
             writer: Mutex::new(()),
@@ -457,6 +462,7 @@ impl Blocks {
     fn replace_blocks<T>(&self, change: impl FnOnce(&mut BlockView) -> T) -> T {
         let mut state = self.state.write();
         let out = change(&mut state);
+        state.generation += 1;
         sort_blocks(&mut state.blocks);
         self.metrics.loaded.set(state.blocks.len() as i64);
         self.metrics
@@ -497,6 +503,11 @@ impl Blocks {
     /// What a query reads: a snapshot of the block list and the head's read bound.
     pub fn view(&self) -> BlockView {
         self.state.read().clone()
+    }
+
+    /// The generation of the current view ([`BlockView::generation`]).
+    pub fn generation(&self) -> u64 {
+        self.state.read().generation
     }
 
     /// End of the newest block's range: the head holds what is at or after it.
@@ -540,7 +551,7 @@ impl Blocks {
             }
         }
         let Some(block) = writer.finish(start, end, Vec::new())? else {
-            self.state.write().head_from = end;
+            self.replace_blocks(|state| state.head_from = end);
             return Ok(None);
         };
         let block = Arc::new(block);

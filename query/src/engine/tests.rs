@@ -919,3 +919,52 @@ async fn small_tables_are_planned_for_one_partition_large_ones_for_every_core() 
         6_999.0
     );
 }
+
+async fn count_of(planned: PlannedQuery) -> i64 {
+    collect(planned).await[0]
+        .column(0)
+        .as_primitive::<Int64Type>()
+        .value(0)
+}
+
+#[tokio::test]
+async fn a_plan_kept_for_its_run_is_used_once_and_never_after_a_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let head = Arc::new(Head::new(HeadConfig {
+        chunk_rows: 8,
+        max_series: 0,
+    }));
+    let blocks = Arc::new(storage::block::Blocks::open(dir.path()).unwrap());
+    let mut app = head.appender();
+    let r = app.series("m", &[("host", "a")]).unwrap();
+    for t in 0..16 {
+        app.append(r, t * 1000, t as f64);
+    }
+    app.commit().unwrap();
+    let e = QueryEngine::with_blocks(
+        Arc::clone(&head),
+        Some(Arc::clone(&blocks)),
+        Arc::new(NoTargets),
+        &QueryConfig::default(),
+    )
+    .unwrap();
+    let sql = "SELECT count(*) FROM m";
+    let handle = sql.as_bytes();
+
+    e.keep(handle, &e.plan(sql).await.unwrap());
+    let kept = e.take_kept(handle).expect("kept for the run");
+    assert!(e.take_kept(handle).is_none(), "a kept plan runs once");
+    assert_eq!(count_of(kept).await, 16);
+    assert_eq!(e.metrics().reused_plans.get(), 1);
+
+    // A cut between planning and running: the plan lists no block file and reads the head
+    // from the start, but the head gave its first chunk to the new block.
+    let stale = e.plan(sql).await.unwrap();
+    e.keep(handle, &stale);
+    blocks.cut(&head, 8_000).unwrap().unwrap();
+    assert!(e.take_kept(handle).is_none(), "planned before the cut");
+    assert_eq!(e.metrics().reused_plans.get(), 1);
+    assert_eq!(count_of(e.plan(sql).await.unwrap()).await, 16);
+    // What the check prevents: the old plan misses the rows that moved.
+    assert_eq!(count_of(stale).await, 8);
+}

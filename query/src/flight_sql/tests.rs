@@ -13,6 +13,12 @@ use crate::engine::QueryConfig;
 use crate::system::NoTargets;
 
 async fn serve() -> (SocketAddr, AbortOnDropHandle<()>) {
+    let (addr, server, _) = serve_engine().await;
+    (addr, server)
+}
+
+/// A server over a head with one `up` sample, and its engine (for the counters).
+async fn serve_engine() -> (SocketAddr, AbortOnDropHandle<()>, QueryEngine) {
     let head = Arc::new(Head::new(HeadConfig::default()));
     let mut app = head.appender();
     let r = app
@@ -21,6 +27,7 @@ async fn serve() -> (SocketAddr, AbortOnDropHandle<()>) {
     app.append(r, 1_000, 1.0);
     app.commit().unwrap();
     let engine = QueryEngine::new(head, Arc::new(NoTargets), &QueryConfig::default()).unwrap();
+    let counters = engine.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let service = FlightSqlServer::new(engine).into_service();
@@ -32,7 +39,7 @@ async fn serve() -> (SocketAddr, AbortOnDropHandle<()>) {
             .await
             .unwrap();
     }));
-    (addr, task)
+    (addr, task, counters)
 }
 
 fn url(addr: SocketAddr) -> String {
@@ -371,4 +378,36 @@ async fn a_server_with_a_token_refuses_calls_without_it() {
         strings(&fetch(&mut client, info).await, "catalog_name"),
         ["arrowhead"]
     );
+}
+
+#[tokio::test]
+async fn a_statement_is_planned_once_for_its_schema_and_its_run() {
+    let (addr, _server, engine) = serve_engine().await;
+    let reused = || engine.metrics().reused_plans.get();
+    let mut client = reference_client(addr).await;
+    let sql = "SELECT instance, value FROM up";
+
+    let info = client.execute(sql.into(), None).await.unwrap();
+    assert_eq!(
+        strings(&fetch(&mut client, info.clone()).await, "instance"),
+        ["a:1"]
+    );
+    assert_eq!(reused(), 1);
+    // The ticket stays valid: running it again plans it again.
+    assert_eq!(
+        strings(&fetch(&mut client, info).await, "instance"),
+        ["a:1"]
+    );
+    assert_eq!(reused(), 1);
+
+    // A prepared statement (as ADBC runs every query): the plan made when it was created
+    // serves its FlightInfo, and that one its DoGet.
+    let mut prepared = client.prepare(sql.into(), None).await.unwrap();
+    let info = prepared.execute().await.unwrap();
+    assert_eq!(
+        strings(&fetch(&mut client, info).await, "instance"),
+        ["a:1"]
+    );
+    prepared.close().await.unwrap();
+    assert_eq!(reused(), 3);
 }
