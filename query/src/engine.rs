@@ -180,7 +180,8 @@ pub struct QueryMetrics {
     pub running: Gauge,
     /// Queries waiting for a slot.
     pub queued: Gauge,
-    /// Queries that ran on the plan made when their client asked for the schema
+    /// Plans kept from an earlier call of the same statement (its schema request, or the
+    /// creation of a prepared statement) and used instead of planning it again
     /// ([`crate::kept_plans`]).
     pub reused_plans: Counter,
 }
@@ -212,7 +213,7 @@ impl QueryMetrics {
         );
         r.register(
             "reused_plans",
-            "Queries run on the plan made when their client asked for the schema",
+            "Plans kept from an earlier call of the same statement and used instead of planning it again",
             self.reused_plans.clone(),
         );
     }
