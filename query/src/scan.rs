@@ -26,7 +26,7 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode, TreeNodeRecursion};
-use datafusion::common::{DFSchema, Result, ScalarValue};
+use datafusion::common::{Result, ScalarValue};
 use datafusion::datasource::TableType;
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::object_store::ObjectStoreUrl;
@@ -34,7 +34,6 @@ use datafusion::datasource::physical_plan::parquet::CachedParquetFileReaderFacto
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::execution::TaskContext;
-use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{
     Between, BinaryExpr, Expr, Operator, TableProviderFilterPushDown, expr::InList,
 };
@@ -131,7 +130,6 @@ impl MetricTable {
         &self,
         state: &dyn Session,
         projection: Option<&Vec<usize>>,
-        filters: &[Expr],
         time: TimeRange,
         limit: Option<usize>,
     ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
@@ -160,7 +158,6 @@ impl MetricTable {
                 ObjectStoreUrl::local_filesystem(),
                 local,
                 projection,
-                filters,
                 limit,
             )?);
         }
@@ -170,7 +167,6 @@ impl MetricTable {
                 ObjectStoreUrl::parse(root)?,
                 remote,
                 projection,
-                filters,
                 limit,
             )?);
         }
@@ -181,15 +177,20 @@ impl MetricTable {
         }
     }
 
-    /// DataFusion's Parquet source over `files` of one store, with the filters as a pruning
-    /// predicate (row groups and pages by statistics). Columns a file lacks read as NULL.
+    /// DataFusion's Parquet source over `files` of one store. Columns a file lacks read as
+    /// NULL.
+    ///
+    /// The source gets no predicate here: the `WHERE` conjuncts taken as `Inexact` stay in a
+    /// `FilterExec` above the scan, and DataFusion's physical filter pushdown hands that
+    /// filter (through the `UnionExec` with the head) to the source, which prunes row groups
+    /// and pages with it and evaluates it while decoding. Setting it here as well made the
+    /// source evaluate every conjunct twice.
     fn parquet_scan(
         &self,
         state: &dyn Session,
         store: ObjectStoreUrl,
         files: Vec<PartitionedFile>,
         projection: Option<&Vec<usize>>,
-        filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         // Block files never change under their path (a block directory is named by its ULID and
@@ -207,16 +208,12 @@ impl MetricTable {
         // block reads 4 % of them).
         // Block files carry no bloom filters (`storage::block::writer_properties`): looking
         // for them cost ~40-80 µs per file and query.
-        let mut source = ParquetSource::new(Arc::clone(&self.schema))
+        let source = ParquetSource::new(Arc::clone(&self.schema))
             .with_bloom_filter_on_read(false)
             .with_enable_page_index(true)
             .with_pushdown_filters(true)
             .with_reorder_filters(true)
             .with_parquet_file_reader_factory(Arc::new(reader));
-        if let Some(predicate) = conjunction(filters.iter().cloned()) {
-            let df_schema = DFSchema::try_from(self.schema.as_ref().clone())?;
-            source = source.with_predicate(state.create_physical_expr(predicate, &df_schema)?);
-        }
         let n = state.config().target_partitions().clamp(1, files.len());
         let mut groups = vec![Vec::new(); n];
         for (i, file) in files.into_iter().enumerate() {
@@ -271,7 +268,7 @@ impl TableProvider for MetricTable {
         };
         let pushdown = Pushdown::from_filters(filters, &self.schema);
         let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
-        if let Some(plan) = self.block_scan(state, projection, filters, pushdown.time, limit)? {
+        if let Some(plan) = self.block_scan(state, projection, pushdown.time, limit)? {
             inputs.push(plan);
         }
         if let Some(metric) = &self.metric {

@@ -968,3 +968,34 @@ async fn a_plan_kept_for_its_run_is_used_once_and_never_after_a_cut() {
     // What the check prevents: the old plan misses the rows that moved.
     assert_eq!(count_of(stale).await, 8);
 }
+
+#[tokio::test]
+async fn block_files_get_the_where_clause_once_for_pruning_and_decoding() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = head_and_blocks(dir.path());
+    let sql = "SELECT host, value FROM m WHERE timestamp >= '1970-01-01T00:00:03Z' AND host = 'a'";
+    let plan = plan_text(&run(&e, &format!("EXPLAIN {sql}")).await.unwrap());
+    let scan = plan
+        .lines()
+        .find(|l| l.contains("DataSourceExec"))
+        .unwrap_or_else(|| panic!("no block scan in {plan}"));
+    // The head's part is in the same union, and the filter reaches the file scan through it.
+    assert!(plan.contains("HeadScanExec"), "{plan}");
+    assert!(scan.contains("predicate="), "{scan}");
+    assert!(scan.contains("pruning_predicate="), "{scan}");
+    let predicate = scan
+        .split("predicate=")
+        .nth(1)
+        .and_then(|p| p.split(", pruning_predicate=").next())
+        .unwrap();
+    assert_eq!(predicate.matches("timestamp@").count(), 1, "{scan}");
+    assert_eq!(predicate.matches("host@").count(), 1, "{scan}");
+    // Host a's rows from 3 s on: 3-4 s in the block, 5-14 s in the head.
+    let rows: usize = run(&e, sql)
+        .await
+        .unwrap()
+        .iter()
+        .map(|b| b.num_rows())
+        .sum();
+    assert_eq!(rows, 12);
+}
