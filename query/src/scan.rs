@@ -124,8 +124,8 @@ impl MetricTable {
     }
 
     /// The block part of a scan: the files whose time range meets the pushed-down one, read
-    /// by DataFusion's Parquet source with the filters as a pruning predicate (row groups and
-    /// pages by statistics). Columns a file lacks read as NULL.
+    /// by DataFusion's Parquet source, which gets the `WHERE` clause from DataFusion's filter
+    /// pushdown (see [`Self::parquet_scan`]). Columns a file lacks read as NULL.
     fn block_scan(
         &self,
         state: &dyn Session,
