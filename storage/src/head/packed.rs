@@ -196,4 +196,18 @@ mod tests {
         assert!(unpack(&packed, 1).is_none());
         assert!(unpack(b"not zstd", 1).is_none());
     }
+
+    #[test]
+    fn a_failed_unpack_leaves_the_thread_context_usable() {
+        let packed = pack(&[1, 2], &[10, 20], &[1.0, 2.0]).unwrap();
+        let mut truncated = packed.to_vec();
+        truncated.truncate(packed.len() - 3);
+        for _ in 0..3 {
+            assert!(unpack(&truncated, 2).is_none());
+            assert!(unpack(b"not zstd", 2).is_none());
+            let (s, t, v) = unpack(&packed, 2).unwrap();
+            assert_eq!((s.as_ref(), t.as_ref()), (&[1, 2][..], &[10, 20][..]));
+            assert_eq!(v.as_ref(), &[1.0, 2.0]);
+        }
+    }
 }
