@@ -26,7 +26,7 @@ use crate::relabel::{LabelSet, Rule, relabel};
 /// Per-target memory of series spans already resolved to head series.
 ///
 /// Held for every target between scrapes, so its per-series records are kept small: the
-/// order is 16 bytes per line (offsets as `u32`, [`Resolved`] instead of an
+/// order is 16 bytes per line (offsets as `u32`, a `Resolved` instead of an
 /// `Option<SeriesRef>`), an entry's value 12 bytes. For the ingest benchmark's 98,700 series
 /// (50 targets) the wider layout (32 and 24 bytes) held 4.8 MB more by count (two orders,
 /// and hash slots of 40 bytes instead of 32); the replica's RSS at the end of
