@@ -214,8 +214,8 @@ pub struct ScrapeLimits {
 /// One target: where and how often to scrape, and the labels its series get.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct TargetSpec {
-    /// The full scrape URL.
-    pub url: String,
+    /// The full scrape URL, parsed once here for every scrape of the target.
+    pub url: reqwest::Url,
     /// Target labels: `job`, `instance` and whatever discovery and relabelling left,
     /// without `__`-prefixed labels.
     pub labels: Labels,
@@ -439,9 +439,8 @@ impl ScrapeJob {
                 url.push_str(&form_encode(value));
             }
         }
-        let url = reqwest::Url::parse(&url)
-            .map(|u| u.to_string())
-            .map_err(|e| format!("invalid target URL {url:?}: {e}"))?;
+        let url =
+            reqwest::Url::parse(&url).map_err(|e| format!("invalid target URL {url:?}: {e}"))?;
         if ls.get("instance").is_empty() {
             ls.set("instance".into(), address);
         }
@@ -516,7 +515,7 @@ mod tests {
         assert_eq!(j.timeout, std::time::Duration::from_secs(10));
         assert!(j.honor_timestamps);
         assert!(!j.honor_labels);
-        assert_eq!(j.targets[0].url, "http://localhost:9100/metrics");
+        assert_eq!(j.targets[0].url.as_str(), "http://localhost:9100/metrics");
         assert_eq!(
             j.targets[0].labels,
             Labels::from_pairs([("instance", "localhost:9100"), ("job", "node")])
@@ -542,7 +541,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            j.targets[0].url,
+            j.targets[0].url.as_str(),
             "https://[::1]:9116/snmp?module=if_mib&module=x+y"
         );
         assert_eq!(
@@ -625,7 +624,7 @@ mod tests {
         assert_eq!(j.targets.len(), 1);
         let t = &j.targets[0];
         assert_eq!(
-            t.url,
+            t.url.as_str(),
             "http://127.0.0.1:9115/probe?module=http_2xx&target=https%3A%2F%2Fexample.org%2Fa%3Fb"
         );
         assert_eq!(
@@ -651,7 +650,7 @@ mod tests {
         assert_eq!(instances, ["h:80", "[::1]:80", "h:1"]);
         let j = job("job_name: a\nscheme: https\nstatic_configs: [{targets: ['h']}]").unwrap();
         // The URL omits the scheme's default port; the instance label keeps it.
-        assert_eq!(j.targets[0].url, "https://h/metrics");
+        assert_eq!(j.targets[0].url.as_str(), "https://h/metrics");
         assert_eq!(j.targets[0].labels.get("instance"), Some("h:443"));
     }
 

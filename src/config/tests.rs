@@ -53,7 +53,7 @@ fn the_example_config_means_what_its_comments_say() {
     assert_eq!(jobs[1].interval, std::time::Duration::from_secs(5));
     assert_eq!(jobs[1].timeout, std::time::Duration::from_secs(4));
     assert_eq!(
-        jobs[1].targets[0].url,
+        jobs[1].targets[0].url.as_str(),
         "http://127.0.0.1:9100/metrics?collect%5B%5D=cpu&collect%5B%5D=meminfo&collect%5B%5D=loadavg&collect%5B%5D=filesystem"
     );
     assert_eq!(jobs[1].targets[0].labels.get("env"), Some("demo"));
@@ -73,7 +73,10 @@ fn the_embedded_default_scrapes_itself_every_5s() {
     assert_eq!(jobs.len(), 1);
     assert_eq!(jobs[0].name, "arrowhead");
     assert_eq!(jobs[0].interval, std::time::Duration::from_secs(5));
-    assert_eq!(jobs[0].targets[0].url, "http://127.0.0.1:4242/metrics");
+    assert_eq!(
+        jobs[0].targets[0].url.as_str(),
+        "http://127.0.0.1:4242/metrics"
+    );
 }
 
 #[test]

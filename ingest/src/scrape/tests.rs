@@ -281,7 +281,7 @@ fn offsets_spread_targets_and_depend_on_the_seed() {
         .map(|i| {
             let t = Target {
                 spec: TargetSpec {
-                    url: format!("http://h{i}:9100/metrics"),
+                    url: format!("http://h{i}:9100/metrics").parse().unwrap(),
                     labels: Labels::from_pairs([("instance", format!("h{i}:9100"))]),
                     interval: j.interval,
                     timeout: j.timeout,
