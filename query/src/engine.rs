@@ -68,7 +68,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::time::Instant;
 
 use crate::catalog::{ArrowheadCatalog, CATALOG, METRICS_SCHEMA};
-use crate::kept_plans::KeptPlans;
+use crate::kept_plans::{KeptPlans, StartedQueries};
 use crate::run_aggregate::RunAggregateRule;
 use crate::scan::MetricTable;
 use crate::system::TargetsSource;
@@ -232,6 +232,8 @@ pub struct QueryEngine {
     limits: Arc<Limits>,
     /// Plans made for a schema request, waiting for the call that runs them.
     kept: Arc<KeptPlans>,
+    /// Queries started for a `GetFlightInfo`, waiting for the `DoGet` that reads them.
+    started: Arc<StartedQueries>,
 }
 
 /// The execution side shared by every clone of an engine: the query runtime and the limits.
@@ -436,7 +438,6 @@ impl PlannedQuery {
     /// Runs the query on the query runtime once a `query.max_concurrent` slot is free;
     /// batches arrive already converted to wire types. Dropping the stream cancels the query.
     pub async fn execute(self) -> Result<SendableRecordBatchStream, QueryError> {
-        self.metrics.executed.inc();
         let limits = Arc::clone(&self.limits);
         let deadline = Instant::now() + limits.timeout.get();
         let metrics = self.metrics.clone();
@@ -445,6 +446,7 @@ impl PlannedQuery {
             tokio::time::timeout_at(deadline, Arc::clone(&limits.slots).acquire_owned()).await;
         metrics.queued.dec();
         let Ok(Ok(slot)) = slot else {
+            metrics.executed.inc();
             metrics.errors.inc();
             metrics.timeouts.inc();
             return Err(QueryError::ResourceExhausted(format!(
@@ -453,6 +455,37 @@ impl PlannedQuery {
                 limits.timeout, limits.max_concurrent
             )));
         };
+        Ok(self.start(slot, deadline))
+    }
+
+    /// Starts the query now if more than half of the `query.max_concurrent` slots are free,
+    /// for a client that will read it in a moment ([`crate::kept_plans`]); gives the plan
+    /// back otherwise. Only half: started queries nobody reads hold their slot until they
+    /// expire, and must never keep queries that are asked for from running.
+    // The error hands the caller's own plan back (a move, no allocation), as `try_from` does.
+    #[allow(clippy::result_large_err)]
+    pub fn try_start(self) -> Result<StartedQuery, Self> {
+        let limits = Arc::clone(&self.limits);
+        if limits.slots.available_permits() * 2 <= limits.max_concurrent {
+            return Err(self);
+        }
+        let Ok(slot) = Arc::clone(&limits.slots).try_acquire_owned() else {
+            return Err(self);
+        };
+        let generation = self.generation;
+        let stream = self.start(slot, Instant::now() + limits.timeout.get());
+        Ok(StartedQuery { stream, generation })
+    }
+
+    /// Spawns the query on the query runtime, holding `slot` until it ends.
+    fn start(
+        self,
+        slot: tokio::sync::OwnedSemaphorePermit,
+        deadline: Instant,
+    ) -> SendableRecordBatchStream {
+        self.metrics.executed.inc();
+        let metrics = self.metrics.clone();
+        let limits = Arc::clone(&self.limits);
         let schema = Arc::clone(&self.schema);
         let (tx, rx) = mpsc::channel(2);
         let run = run_to_channel(self, deadline, tx);
@@ -463,7 +496,33 @@ impl PlannedQuery {
             metrics.running.dec();
         });
         let batches = tokio_stream::wrappers::ReceiverStream::new(rx);
-        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, batches)))
+        Box::pin(RecordBatchStreamAdapter::new(schema, batches))
+    }
+}
+
+/// A query started ahead of the call that reads its result (see [`crate::kept_plans`]).
+pub struct StartedQuery {
+    stream: SendableRecordBatchStream,
+    generation: u64,
+}
+
+impl std::fmt::Debug for StartedQuery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StartedQuery")
+            .field("generation", &self.generation)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StartedQuery {
+    /// The generation of the block view the query was planned on.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Its result, as [`PlannedQuery::execute`] gives it.
+    pub fn into_stream(self) -> SendableRecordBatchStream {
+        self.stream
     }
 }
 
@@ -574,6 +633,7 @@ impl QueryEngine {
             blocks,
             limits: Arc::new(Limits::new(config)?),
             kept: Arc::default(),
+            started: Arc::default(),
         })
     }
 
@@ -682,6 +742,28 @@ impl QueryEngine {
             .take(handle, self.generation(), std::time::Instant::now())?;
         self.metrics.reused_plans.inc();
         Some(planned)
+    }
+
+    /// Starts `planned` for the call that will read it under `handle`, if a slot is free
+    /// (see [`PlannedQuery::try_start`]); gives the plan back when it could not start.
+    pub fn start_early(&self, handle: &[u8], planned: PlannedQuery) -> Option<PlannedQuery> {
+        match planned.try_start() {
+            Ok(started) => {
+                self.started
+                    .keep(handle, started, std::time::Instant::now());
+                None
+            }
+            Err(planned) => Some(planned),
+        }
+    }
+
+    /// The query started for `handle`, if there is one and it reads what a new plan would.
+    pub fn take_started(&self, handle: &[u8]) -> Option<StartedQuery> {
+        let started = self
+            .started
+            .take(handle, self.generation(), std::time::Instant::now())?;
+        self.metrics.reused_plans.inc();
+        Some(started)
     }
 
     /// The generation of the current block view (0 without blocks: the head alone is read

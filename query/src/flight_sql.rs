@@ -1,18 +1,19 @@
 //! The Flight SQL service: how clients (the `arrowhead query` CLI, ADBC, JDBC, Grafana) run SQL.
 //!
 //! ```text
-//! GetFlightInfo(CommandStatementQuery{sql}) ─plan, keep─► FlightInfo{schema, ticket = TicketStatementQuery{sql}}
-//! DoGet(ticket) ─kept plan (or plan) + execute─► stream of FlightData (Arrow IPC batches, wire types)
+//! GetFlightInfo(CommandStatementQuery{sql}) ─plan, start─► FlightInfo{schema, ticket = TicketStatementQuery{sql}}
+//! DoGet(ticket) ─started query (or plan + execute)─► stream of FlightData (Arrow IPC batches, wire types)
 //!
 //! DoAction(CreatePreparedStatement{sql}) ─plan, keep─► {handle = sql, dataset_schema}
-//! GetFlightInfo(CommandPreparedStatementQuery{handle}) ─kept plan, keep─► FlightInfo{ticket = the command}
-//! DoGet(ticket) ─kept plan + execute─► stream      DoAction(ClosePreparedStatement) ─► ok
+//! GetFlightInfo(CommandPreparedStatementQuery{handle}) ─kept plan, start─► FlightInfo{ticket = the command}
+//! DoGet(ticket) ─started query─► stream      DoAction(ClosePreparedStatement) ─► ok
 //! ```
 //!
 //! Handles are stateless: a statement or prepared-statement handle is the SQL text itself, so
 //! the server keeps nothing per client, a handle works on either replica of a pair, and a
 //! restart loses nothing. The plan made for the schema is kept a few seconds for the call that
-//! runs it ([`crate::kept_plans`]), so a statement is planned once when both calls reach the
+//! runs it, and a `GetFlightInfo` starts the query for the `DoGet` that follows when a slot is
+//! free ([`crate::kept_plans`]), so a statement is planned once when both calls reach the
 //! same replica, and anew otherwise. Every plan re-checks read-only rules, so a forged handle
 //! gains nothing.
 //!
@@ -203,21 +204,37 @@ impl FlightSqlServer {
         Ok(planned)
     }
 
-    /// Plans `handle` to run it: the plan kept when the client asked for the schema, or anew.
-    async fn plan_to_run(&self, handle: &[u8]) -> Result<PlannedQuery, Status> {
-        match self.engine.take_kept(handle) {
-            Some(planned) => Ok(planned),
-            None => self.plan_handle(handle).await,
+    /// Plans `handle` for a `GetFlightInfo`, whose `DoGet` comes next: the query starts at
+    /// once when a slot is free ([`QueryEngine::start_early`]), else the plan is kept. Returns
+    /// the result schema.
+    async fn plan_to_start(&self, handle: &[u8]) -> Result<SchemaRef, Status> {
+        let planned = match self.engine.take_kept(handle) {
+            Some(planned) => planned,
+            None => self.plan_handle(handle).await?,
+        };
+        let schema = planned.schema();
+        if let Some(planned) = self.engine.start_early(handle, planned) {
+            self.engine.keep(handle, &planned);
         }
+        Ok(schema)
     }
 
-    async fn run(&self, planned: PlannedQuery) -> Result<Response<DoGetStream>, Status> {
-        let schema = planned.schema();
-        let batches = planned
-            .execute()
-            .await
-            .map_err(status)?
-            .map_err(|e| FlightError::Tonic(Box::new(status(QueryError::from(e)))));
+    /// Runs `handle` for a `DoGet`: the query started for its `GetFlightInfo`, else the plan
+    /// kept then, else a new plan.
+    async fn run(&self, handle: &[u8]) -> Result<Response<DoGetStream>, Status> {
+        let batches = match self.engine.take_started(handle) {
+            Some(started) => started.into_stream(),
+            None => {
+                let planned = match self.engine.take_kept(handle) {
+                    Some(planned) => planned,
+                    None => self.plan_handle(handle).await?,
+                };
+                planned.execute().await.map_err(status)?
+            }
+        };
+        let schema = batches.schema();
+        let batches =
+            batches.map_err(|e| FlightError::Tonic(Box::new(status(QueryError::from(e)))));
         let stream = FlightDataEncoderBuilder::new()
             .with_schema(schema)
             .build(batches)
@@ -451,12 +468,12 @@ impl FlightSqlService for FlightSqlServer {
         query: CommandStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let planned = self.plan_to_keep(query.query.as_bytes()).await?;
+        let schema = self.plan_to_start(query.query.as_bytes()).await?;
         let ticket = TicketStatementQuery {
             statement_handle: query.query.into_bytes().into(),
         };
         flight_info(
-            &planned.schema(),
+            &schema,
             ticket.as_any().encode_to_vec(),
             request.into_inner(),
         )
@@ -467,8 +484,7 @@ impl FlightSqlService for FlightSqlServer {
         ticket: TicketStatementQuery,
         _request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        let planned = self.plan_to_run(&ticket.statement_handle).await?;
-        self.run(planned).await
+        self.run(&ticket.statement_handle).await
     }
 
     async fn do_action_create_prepared_statement(
@@ -533,8 +549,8 @@ impl FlightSqlService for FlightSqlServer {
         cmd: CommandPreparedStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let planned = self.plan_to_keep(&cmd.prepared_statement_handle).await?;
-        command_info(&planned.schema(), &cmd, request)
+        let schema = self.plan_to_start(&cmd.prepared_statement_handle).await?;
+        command_info(&schema, &cmd, request)
     }
 
     async fn do_get_prepared_statement(
@@ -542,8 +558,7 @@ impl FlightSqlService for FlightSqlServer {
         cmd: CommandPreparedStatementQuery,
         _request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        let planned = self.plan_to_run(&cmd.prepared_statement_handle).await?;
-        self.run(planned).await
+        self.run(&cmd.prepared_statement_handle).await
     }
 
     async fn do_action_close_prepared_statement(

@@ -1,18 +1,25 @@
-//! Plans kept between the Flight SQL calls of one statement.
+//! Plans kept between the Flight SQL calls of one statement, and queries started ahead of
+//! the call that reads them.
 //!
 //! A Flight SQL client asks for a statement's schema (`GetFlightInfo`, or
 //! `CreatePreparedStatement`) and then runs it (`DoGet`), usually within a millisecond. Handles
 //! stay the SQL text (see [`crate::flight_sql`]: they work on either replica and survive a
 //! restart), but planning the SQL twice cost ~0.5 ms of a ~6 ms short query. So the plan made
-//! for the schema is kept, under its handle, for the call that runs it:
+//! for the schema is kept, under its handle, for the call that runs it. And since a
+//! `GetFlightInfo` is followed by the `DoGet` of its ticket, the query is started at once when
+//! a slot is free ([`crate::engine::QueryEngine::start_early`]): it runs while the answer
+//! travels to the client and the client sends the `DoGet` (about 0.4 ms on loopback with
+//! pyarrow), and that `DoGet` takes the running stream. Either kind of entry:
 //!
-//! * an entry is taken (removed) by the call that uses it, so a plan runs at most once and a
+//! * is taken (removed) by the call that uses it, so a plan runs at most once and a
 //!   repeated `DoGet` plans afresh;
-//! * it is dropped when the block list or the head's read bound changed since it was planned
+//! * is dropped when the block list or the head's read bound changed since it was planned
 //!   (a cut, merge or retention pass: the plan lists block files and where the head starts,
 //!   and after a cut the head no longer holds the rows of the new block);
-//! * it expires after [`KEPT_FOR`], and at most [`CAPACITY`] are kept (oldest go first), so
-//!   clients that never run what they planned cost a bounded amount of memory.
+//! * expires after [`KEPT_FOR`] (expired entries go at the next keep or take of any handle;
+//!   dropping a started query cancels it and frees its slot), and at most [`CAPACITY`] are
+//!   kept (oldest go first), so clients that never run what they asked for cost a bounded
+//!   amount of memory.
 //!
 //! A miss only costs the planning it would have cost anyway. Head rows are read when the plan
 //! runs, not when it was made, so a kept plan sees the samples ingested in between; the
@@ -23,29 +30,60 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use crate::engine::PlannedQuery;
+use crate::engine::{PlannedQuery, StartedQuery};
 
 /// How long a plan is kept for the call that runs it.
 pub const KEPT_FOR: Duration = Duration::from_secs(10);
 /// How many plans are kept at most.
 pub const CAPACITY: usize = 64;
 
-/// Plans waiting for the call that runs them, oldest first.
-#[derive(Debug, Default)]
-pub struct KeptPlans {
-    entries: Mutex<VecDeque<Entry>>,
+/// What can be kept: it remembers the block view generation it was planned on.
+pub trait Keepable {
+    /// The generation of the block view the plan's tables were resolved on, or an older one.
+    fn generation(&self) -> u64;
+}
+
+impl Keepable for PlannedQuery {
+    fn generation(&self) -> u64 {
+        PlannedQuery::generation(self)
+    }
+}
+
+impl Keepable for StartedQuery {
+    fn generation(&self) -> u64 {
+        StartedQuery::generation(self)
+    }
+}
+
+/// Plans waiting for the call that runs them.
+pub type KeptPlans = Kept<PlannedQuery>;
+/// Queries started ahead of the call that reads them.
+pub type StartedQueries = Kept<StartedQuery>;
+
+/// Entries waiting for the call that uses them, oldest first.
+#[derive(Debug)]
+pub struct Kept<T> {
+    entries: Mutex<VecDeque<Entry<T>>>,
+}
+
+impl<T> Default for Kept<T> {
+    fn default() -> Self {
+        Self {
+            entries: Mutex::default(),
+        }
+    }
 }
 
 #[derive(Debug)]
-struct Entry {
+struct Entry<T> {
     handle: Vec<u8>,
-    plan: PlannedQuery,
+    plan: T,
     kept_at: Instant,
 }
 
-impl KeptPlans {
+impl<T: Keepable> Kept<T> {
     /// Keeps `plan` for the next call with `handle`, replacing one kept before.
-    pub fn keep(&self, handle: &[u8], plan: PlannedQuery, now: Instant) {
+    pub fn keep(&self, handle: &[u8], plan: T, now: Instant) {
         let mut entries = self.entries.lock();
         entries.retain(|e| e.handle != handle && now.duration_since(e.kept_at) < KEPT_FOR);
         if entries.len() == CAPACITY {
@@ -60,13 +98,15 @@ impl KeptPlans {
 
     /// Takes the plan kept for `handle`, if one is there, younger than [`KEPT_FOR`] and made
     /// on the block view of generation `generation`.
-    pub fn take(&self, handle: &[u8], generation: u64, now: Instant) -> Option<PlannedQuery> {
+    pub fn take(&self, handle: &[u8], generation: u64, now: Instant) -> Option<T> {
         let mut entries = self.entries.lock();
+        // Expired entries go now: a started query among them is cancelled (dropping its
+        // stream only closes a channel).
+        entries.retain(|e| now.duration_since(e.kept_at) < KEPT_FOR);
         let i = entries.iter().position(|e| e.handle == handle)?;
         let entry = entries.remove(i)?;
         drop(entries);
-        (now.duration_since(entry.kept_at) < KEPT_FOR && entry.plan.generation() == generation)
-            .then_some(entry.plan)
+        (entry.plan.generation() == generation).then_some(entry.plan)
     }
 
     /// How many plans are kept.

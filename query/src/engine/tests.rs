@@ -969,6 +969,75 @@ async fn a_plan_kept_for_its_run_is_used_once_and_never_after_a_cut() {
     assert_eq!(count_of(stale).await, 8);
 }
 
+async fn count_rows(stream: SendableRecordBatchStream) -> usize {
+    let batches: Vec<RecordBatch> = stream.try_collect().await.unwrap();
+    batches.iter().map(RecordBatch::num_rows).sum()
+}
+
+#[tokio::test]
+async fn a_query_started_for_its_read_is_read_once_never_after_a_cut_and_leaves_half_the_slots() {
+    let dir = tempfile::tempdir().unwrap();
+    let head = Arc::new(Head::new(HeadConfig {
+        chunk_rows: 8,
+        max_series: 0,
+    }));
+    let blocks = Arc::new(storage::block::Blocks::open(dir.path()).unwrap());
+    let mut app = head.appender();
+    let r = app.series("m", &[("host", "a")]).unwrap();
+    for t in 0..80 {
+        app.append(r, t * 1000, t as f64);
+    }
+    app.commit().unwrap();
+    let e = QueryEngine::with_blocks(
+        Arc::clone(&head),
+        Some(Arc::clone(&blocks)),
+        Arc::new(NoTargets),
+        &QueryConfig {
+            max_concurrent: 2,
+            ..QueryConfig::default()
+        },
+    )
+    .unwrap();
+    let sql = "SELECT * FROM m";
+    let handle = sql.as_bytes();
+
+    assert!(
+        e.start_early(handle, e.plan(sql).await.unwrap()).is_none(),
+        "started"
+    );
+    let started = e.take_started(handle).expect("started for the read");
+    assert!(
+        e.take_started(handle).is_none(),
+        "a started query is read once"
+    );
+    assert_eq!(count_rows(started.into_stream()).await, 80);
+    assert_eq!(e.metrics().reused_plans.get(), 1);
+    eventually("the query that was read gave its slot back", || {
+        e.metrics().running.get() == 0
+    })
+    .await;
+
+    // An unread query of ten chunks holds its slot (its channel is full): one of two free is
+    // not more than half, so the next plan is given back, not started.
+    assert!(e.start_early(b"held", e.plan(sql).await.unwrap()).is_none());
+    let back = e.start_early(handle, e.plan(sql).await.unwrap());
+    assert!(back.is_some(), "started with half the slots busy");
+    // Taking the unread query out and dropping it cancels it and frees its slot.
+    drop(e.take_started(b"held").expect("held"));
+    eventually("the cancelled query freed its slot", || {
+        e.metrics().running.get() == 0
+    })
+    .await;
+    assert!(e.start_early(handle, back.unwrap()).is_none(), "started");
+
+    // A cut between starting and reading: the query may have read the head before the cut
+    // gave its first chunks to the new block, so it is dropped and the statement planned
+    // again.
+    blocks.cut(&head, 8_000).unwrap().unwrap();
+    assert!(e.take_started(handle).is_none(), "started before the cut");
+    assert_eq!(count_rows(e.execute(sql).await.unwrap()).await, 80);
+}
+
 #[tokio::test]
 async fn block_files_get_the_where_clause_once_for_pruning_and_decoding() {
     let dir = tempfile::tempdir().unwrap();
