@@ -490,9 +490,11 @@ impl PlannedQuery {
         let (tx, rx) = mpsc::channel(2);
         let run = run_to_channel(self, deadline, tx);
         limits.handle.spawn(async move {
-            let _slot = slot;
             metrics.running.inc();
             run.await;
+            // The slot goes back before the gauge drops: a query not counted as running
+            // never holds one.
+            drop(slot);
             metrics.running.dec();
         });
         let batches = tokio_stream::wrappers::ReceiverStream::new(rx);
