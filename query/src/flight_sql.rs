@@ -193,13 +193,18 @@ impl FlightSqlServer {
         .map_err(status)
     }
 
+    /// The plan kept for `handle` by an earlier call, or a new one.
+    async fn kept_or_planned(&self, handle: &[u8]) -> Result<PlannedQuery, Status> {
+        match self.engine.take_kept(handle) {
+            Some(planned) => Ok(planned),
+            None => self.plan_handle(handle).await,
+        }
+    }
+
     /// Plans `handle` for a client that asked for its schema and will run it next: the plan is
     /// kept for that call ([`crate::kept_plans`]).
     async fn plan_to_keep(&self, handle: &[u8]) -> Result<PlannedQuery, Status> {
-        let planned = match self.engine.take_kept(handle) {
-            Some(planned) => planned,
-            None => self.plan_handle(handle).await?,
-        };
+        let planned = self.kept_or_planned(handle).await?;
         self.engine.keep(handle, &planned);
         Ok(planned)
     }
@@ -208,10 +213,7 @@ impl FlightSqlServer {
     /// once when a slot is free ([`QueryEngine::start_early`]), else the plan is kept. Returns
     /// the result schema.
     async fn plan_to_start(&self, handle: &[u8]) -> Result<SchemaRef, Status> {
-        let planned = match self.engine.take_kept(handle) {
-            Some(planned) => planned,
-            None => self.plan_handle(handle).await?,
-        };
+        let planned = self.kept_or_planned(handle).await?;
         let schema = planned.schema();
         if let Some(planned) = self.engine.start_early(handle, planned) {
             self.engine.keep(handle, &planned);
@@ -224,13 +226,12 @@ impl FlightSqlServer {
     async fn run(&self, handle: &[u8]) -> Result<Response<DoGetStream>, Status> {
         let batches = match self.engine.take_started(handle) {
             Some(started) => started.into_stream(),
-            None => {
-                let planned = match self.engine.take_kept(handle) {
-                    Some(planned) => planned,
-                    None => self.plan_handle(handle).await?,
-                };
-                planned.execute().await.map_err(status)?
-            }
+            None => self
+                .kept_or_planned(handle)
+                .await?
+                .execute()
+                .await
+                .map_err(status)?,
         };
         let schema = batches.schema();
         let batches =

@@ -927,17 +927,21 @@ async fn count_of(planned: PlannedQuery) -> i64 {
         .value(0)
 }
 
-#[tokio::test]
-async fn a_plan_kept_for_its_run_is_used_once_and_never_after_a_cut() {
-    let dir = tempfile::tempdir().unwrap();
+/// A head of 8-row chunks holding `rows` samples of one series of `m`, blocks in `dir` (none
+/// yet), and an engine over both.
+fn one_series_in_8_row_chunks(
+    dir: &std::path::Path,
+    rows: i64,
+    config: QueryConfig,
+) -> (Arc<Head>, Arc<storage::block::Blocks>, QueryEngine) {
     let head = Arc::new(Head::new(HeadConfig {
         chunk_rows: 8,
         max_series: 0,
     }));
-    let blocks = Arc::new(storage::block::Blocks::open(dir.path()).unwrap());
+    let blocks = Arc::new(storage::block::Blocks::open(dir).unwrap());
     let mut app = head.appender();
     let r = app.series("m", &[("host", "a")]).unwrap();
-    for t in 0..16 {
+    for t in 0..rows {
         app.append(r, t * 1000, t as f64);
     }
     app.commit().unwrap();
@@ -945,9 +949,16 @@ async fn a_plan_kept_for_its_run_is_used_once_and_never_after_a_cut() {
         Arc::clone(&head),
         Some(Arc::clone(&blocks)),
         Arc::new(NoTargets),
-        &QueryConfig::default(),
+        &config,
     )
     .unwrap();
+    (head, blocks, e)
+}
+
+#[tokio::test]
+async fn a_plan_kept_for_its_run_is_used_once_and_never_after_a_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let (head, blocks, e) = one_series_in_8_row_chunks(dir.path(), 16, QueryConfig::default());
     let sql = "SELECT count(*) FROM m";
     let handle = sql.as_bytes();
 
@@ -977,27 +988,11 @@ async fn count_rows(stream: SendableRecordBatchStream) -> usize {
 #[tokio::test]
 async fn a_query_started_for_its_read_is_read_once_never_after_a_cut_and_leaves_half_the_slots() {
     let dir = tempfile::tempdir().unwrap();
-    let head = Arc::new(Head::new(HeadConfig {
-        chunk_rows: 8,
-        max_series: 0,
-    }));
-    let blocks = Arc::new(storage::block::Blocks::open(dir.path()).unwrap());
-    let mut app = head.appender();
-    let r = app.series("m", &[("host", "a")]).unwrap();
-    for t in 0..80 {
-        app.append(r, t * 1000, t as f64);
-    }
-    app.commit().unwrap();
-    let e = QueryEngine::with_blocks(
-        Arc::clone(&head),
-        Some(Arc::clone(&blocks)),
-        Arc::new(NoTargets),
-        &QueryConfig {
-            max_concurrent: 2,
-            ..QueryConfig::default()
-        },
-    )
-    .unwrap();
+    let config = QueryConfig {
+        max_concurrent: 2,
+        ..QueryConfig::default()
+    };
+    let (head, blocks, e) = one_series_in_8_row_chunks(dir.path(), 80, config);
     let sql = "SELECT * FROM m";
     let handle = sql.as_bytes();
 
