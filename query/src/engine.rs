@@ -790,7 +790,10 @@ impl QueryEngine {
             .with_allow_statements(false)
             .verify_plan(&plan)
             .map_err(|e| QueryError::PermissionDenied(format!("{e}; clients are read-only")))?;
-        let frame = self.ctx.execute_logical_plan(plan).await?;
+        // The plan is a query (checked above), so the frame can take the state it was planned
+        // on: `SessionContext::execute_logical_plan` would clone the whole state (function
+        // registries included) once more.
+        let frame = DataFrame::new(state, plan);
         let schema = wire_schema(&frame.schema().as_arrow().clone().into());
         Ok(PlannedQuery {
             frame,

@@ -19,6 +19,7 @@
 //! node's `EXPLAIN` line shows what was pushed down; `EXPLAIN ANALYZE` shows `output_rows`
 //! and `chunks_pruned`.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -30,7 +31,9 @@ use datafusion::common::{Result, ScalarValue};
 use datafusion::datasource::TableType;
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::object_store::ObjectStoreUrl;
-use datafusion::datasource::physical_plan::parquet::CachedParquetFileReaderFactory;
+use datafusion::datasource::physical_plan::parquet::{
+    CachedParquetFileReaderFactory, ParquetFileReaderFactory,
+};
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::execution::TaskContext;
@@ -56,6 +59,8 @@ use storage::head::{
     LabelMatcher, MatchOp, MetricHead, MetricSnapshot, TimeRange, label_view_dictionary,
 };
 use storage::head::{TIMESTAMP_COLUMN, VALUE_COLUMN};
+
+use crate::block_files::LocalBlockFiles;
 
 /// One metric as a table: its rows in the head plus its files in blocks. The schema (the
 /// union of the label columns of both) is fixed when the table is resolved (at planning);
@@ -137,6 +142,7 @@ impl MetricTable {
             return Ok(None);
         }
         let mut local = Vec::new();
+        let mut local_paths = HashMap::new();
         let mut remote = Vec::new();
         for (location, f) in &self.files {
             if f.max_timestamp < time.start || f.min_timestamp > time.end {
@@ -144,7 +150,9 @@ impl MetricTable {
             }
             match location {
                 FileLocation::Local(path) => {
-                    local.push(PartitionedFile::new(path.to_string_lossy(), f.bytes));
+                    let file = PartitionedFile::new(path.to_string_lossy(), f.bytes);
+                    local_paths.insert(file.object_meta.location.to_string(), path.clone());
+                    local.push(file);
                 }
                 FileLocation::Remote(path) => {
                     remote.push(PartitionedFile::new(path.to_string(), f.bytes));
@@ -152,20 +160,39 @@ impl MetricTable {
             }
         }
         let mut plans = Vec::new();
+        let runtime = state.runtime_env();
+        let partitions = state.config().target_partitions();
         if !local.is_empty() {
+            let store = ObjectStoreUrl::local_filesystem();
+            let reader = LocalBlockFiles::new(
+                runtime.object_store(&store)?,
+                runtime.cache_manager.get_file_metadata_cache(),
+                local_paths,
+            );
             plans.push(self.parquet_scan(
-                state,
-                ObjectStoreUrl::local_filesystem(),
+                store,
+                Arc::new(reader),
                 local,
+                partitions,
                 projection,
                 limit,
             )?);
         }
         if let (false, Some(root)) = (remote.is_empty(), &self.remote_root) {
+            // Block files never change under their path (a block directory is named by its
+            // ULID and written once), so their footers and page indexes are cached across
+            // queries in the runtime's metadata cache (bounded, LRU): a repeated query reads
+            // only data pages.
+            let store = ObjectStoreUrl::parse(root)?;
+            let reader = CachedParquetFileReaderFactory::new(
+                runtime.object_store(&store)?,
+                runtime.cache_manager.get_file_metadata_cache(),
+            );
             plans.push(self.parquet_scan(
-                state,
-                ObjectStoreUrl::parse(root)?,
+                store,
+                Arc::new(reader),
                 remote,
+                partitions,
                 projection,
                 limit,
             )?);
@@ -177,8 +204,9 @@ impl MetricTable {
         }
     }
 
-    /// DataFusion's Parquet source over `files` of one store. Columns a file lacks read as
-    /// NULL.
+    /// DataFusion's Parquet source over `files` of one store, read through `reader`: local
+    /// files in place ([`LocalBlockFiles`]), remote ones through the store; both take footers
+    /// and page indexes from the runtime's metadata cache. Columns a file lacks read as NULL.
     ///
     /// The source gets no predicate here: the `WHERE` conjuncts taken as `Inexact` stay in a
     /// `FilterExec` above the scan, and DataFusion's physical filter pushdown hands that
@@ -187,20 +215,13 @@ impl MetricTable {
     /// source evaluate every conjunct twice.
     fn parquet_scan(
         &self,
-        state: &dyn Session,
         store: ObjectStoreUrl,
+        reader: Arc<dyn ParquetFileReaderFactory>,
         files: Vec<PartitionedFile>,
+        target_partitions: usize,
         projection: Option<&Vec<usize>>,
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        // Block files never change under their path (a block directory is named by its ULID and
-        // written once), so their footers and page indexes are cached across queries in the
-        // runtime's metadata cache (bounded, LRU): a repeated query reads only data pages.
-        let runtime = state.runtime_env();
-        let reader = CachedParquetFileReaderFactory::new(
-            runtime.object_store(&store)?,
-            runtime.cache_manager.get_file_metadata_cache(),
-        );
         // Filters are evaluated while decoding (late materialisation): the timestamp column
         // first, then the other columns only for rows that pass. Block files are sorted by
         // series, so a time window rarely prunes whole pages; it does spare decoding the label
@@ -213,8 +234,8 @@ impl MetricTable {
             .with_enable_page_index(true)
             .with_pushdown_filters(true)
             .with_reorder_filters(true)
-            .with_parquet_file_reader_factory(Arc::new(reader));
-        let n = state.config().target_partitions().clamp(1, files.len());
+            .with_parquet_file_reader_factory(reader);
+        let n = target_partitions.clamp(1, files.len());
         let mut groups = vec![Vec::new(); n];
         for (i, file) in files.into_iter().enumerate() {
             groups[i % n].push(file);
