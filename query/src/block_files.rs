@@ -11,8 +11,9 @@
 //! run on other threads (DESIGN.md §7).
 //!
 //! Measured on the query benchmark's max-per-instance over 1 h (one 2 h block; 320 queries,
-//! `perf stat -p` on the server, two alternations): context switches 28 → 12.6 per query, and
-//! server CPU 4.9 → 4.1–4.2 ms per query.
+//! `perf stat -p` on the server, four alternations of the two builds): context switches 28 →
+//! 12.3–13 per query; server CPU 4.6–5.0 → 3.7–4.7 ms per query (a noisy machine); benchmark
+//! median 5.9 → 4.7 ms in runs a few minutes apart.
 //!
 //! Metadata (footer and page index) still comes from the runtime's metadata cache, as with
 //! DataFusion's `CachedParquetFileReaderFactory`, filled through the object store on a miss;
