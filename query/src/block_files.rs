@@ -103,23 +103,33 @@ struct LocalBlockFile {
     metadata_size_hint: Option<usize>,
     file: PartitionedFile,
     path: PathBuf,
-    open: Option<File>,
+    /// The file and its length on disk, once opened.
+    open: Option<(File, u64)>,
 }
 
 impl LocalBlockFile {
     fn read(&mut self, range: Range<u64>) -> Result<Bytes, ParquetError> {
-        let len = range
-            .end
-            .checked_sub(range.start)
-            .and_then(|n| usize::try_from(n).ok())
-            .ok_or_else(|| ParquetError::General(format!("invalid byte range {range:?}")))?;
         if self.open.is_none() {
-            self.open = Some(File::open(&self.path).map_err(|e| self.io_error(e))?);
+            let file = File::open(&self.path).map_err(|e| self.io_error(e))?;
+            let len = file.metadata().map_err(|e| self.io_error(e))?.len();
+            self.open = Some((file, len));
         }
+        let Some((file, file_len)) = &self.open else {
+            return Err(ParquetError::General("unreachable: file not open".into()));
+        };
+        // The range comes from the file's own metadata: a damaged footer may ask for anything,
+        // so it is checked against the file before a buffer is allocated for it.
+        let len = match range.end.checked_sub(range.start).map(usize::try_from) {
+            Some(Ok(n)) if range.end <= *file_len => n,
+            _ => {
+                return Err(ParquetError::General(format!(
+                    "block file {}: byte range {range:?} is outside the file ({file_len} bytes)",
+                    self.path.display()
+                )));
+            }
+        };
         let mut buf = vec![0; len];
-        if let Some(file) = &self.open
-            && let Err(e) = file.read_exact_at(&mut buf, range.start)
-        {
+        if let Err(e) = file.read_exact_at(&mut buf, range.start) {
             return Err(self.io_error(e));
         }
         self.metrics.bytes_scanned.add(len);
@@ -236,10 +246,16 @@ mod tests {
         drop(reader);
         let scanned = metrics.clone_inner().sum_by_name("bytes_scanned");
         assert_eq!(scanned.map(|m| m.as_usize()), Some(4 + 6 + 4));
-        // A range past the end is an error, not a short read.
+        // A range past the end is an error, not a short read, and a huge one (a damaged
+        // footer) is refused before anything is allocated for it.
         let (files, file) = factory(&path);
         let mut reader = files.create_reader(0, file, None, &metrics).unwrap();
-        assert!(reader.get_bytes(n - 2..n + 10).await.is_err());
+        // `10..4` is reversed on purpose: damaged metadata could give one.
+        #[allow(clippy::reversed_empty_ranges)]
+        for range in [n - 2..n + 10, 8..u64::MAX, 10..4] {
+            let err = reader.get_bytes(range).await.unwrap_err().to_string();
+            assert!(err.contains("outside the file"), "{err}");
+        }
     }
 
     #[tokio::test]
