@@ -297,3 +297,44 @@ fn whole_batches_sliced_batches_and_filtered_rows_give_the_same_samples() {
     assert_eq!(increase(&mut sliced), vec![8.0]);
     assert_eq!(increase(&mut filtered), vec![8.0]);
 }
+
+#[test]
+fn samples_spread_over_segments_are_gathered_in_order() {
+    // Three groups of counters that reset often (so every sample counts), over more batches
+    // and rows than one segment holds; half the batches arrive through partial states.
+    let rows_per_batch = 50_000;
+    let mut g = groups(CounterKind::Increase);
+    let mut partial = groups(CounterKind::Increase);
+    let mut samples: [Vec<(i64, f64)>; 3] = Default::default();
+    for batch in 0..4 {
+        let group_of: Vec<usize> = (0..rows_per_batch).map(|r| (r + batch) % 3).collect();
+        let rows: Vec<(i64, Option<f64>)> = group_of
+            .iter()
+            .map(|&grp| {
+                let t = (samples[grp].len() as i64 + 1) * 1000;
+                let v = ((t / 1000 * 7919) % 13) as f64;
+                samples[grp].push((t, v));
+                (t, Some(v))
+            })
+            .collect();
+        let target = if batch % 2 == 0 { &mut g } else { &mut partial };
+        target
+            .update_batch(&counter_inputs(&rows), &group_of, None, 3)
+            .unwrap();
+    }
+    let state = partial.state(EmitTo::All).unwrap();
+    g.merge_batch(&state, &[0, 1, 2], 3).unwrap();
+    assert!(g.size() > 4 * rows_per_batch * 20, "{}", g.size());
+    let first = g.evaluate(EmitTo::First(1)).unwrap();
+    let rest = g.evaluate(EmitTo::All).unwrap();
+    let got: Vec<f64> = [first, rest]
+        .iter()
+        .flat_map(|a| a.as_primitive::<Float64Type>().values().to_vec())
+        .collect();
+    let want: Vec<f64> = samples
+        .iter()
+        .map(|s| CounterKind::Increase.evaluate(s).unwrap())
+        .collect();
+    assert_eq!(got, want);
+    assert_eq!(g.size(), std::mem::size_of::<CounterGroups>());
+}
