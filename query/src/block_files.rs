@@ -111,13 +111,14 @@ struct LocalBlockFile {
 
 impl LocalBlockFile {
     fn read(&mut self, range: Range<u64>) -> Result<Bytes, ParquetError> {
-        if self.open.is_none() {
-            let file = File::open(&self.path).map_err(|e| self.io_error(e))?;
-            let len = file.metadata().map_err(|e| self.io_error(e))?.len();
-            self.open = Some((file, len));
-        }
-        let Some((file, file_len)) = &self.open else {
-            return Err(ParquetError::General("unreachable: file not open".into()));
+        let path = &self.path;
+        let (file, file_len) = match &mut self.open {
+            Some(open) => &*open,
+            open @ None => {
+                let file = File::open(path).map_err(|e| io_error(path, e))?;
+                let len = file.metadata().map_err(|e| io_error(path, e))?.len();
+                open.insert((file, len))
+            }
         };
         // The range comes from the file's own metadata: a damaged footer may ask for anything,
         // so it is checked against the file before a buffer is allocated for it.
@@ -126,24 +127,23 @@ impl LocalBlockFile {
             _ => {
                 return Err(ParquetError::General(format!(
                     "block file {}: byte range {range:?} is outside the file ({file_len} bytes)",
-                    self.path.display()
+                    path.display()
                 )));
             }
         };
         let mut buf = vec![0; len];
-        if let Err(e) = file.read_exact_at(&mut buf, range.start) {
-            return Err(self.io_error(e));
-        }
+        file.read_exact_at(&mut buf, range.start)
+            .map_err(|e| io_error(path, e))?;
         self.metrics.bytes_scanned.add(len);
         Ok(Bytes::from(buf))
     }
+}
 
-    fn io_error(&self, e: std::io::Error) -> ParquetError {
-        ParquetError::External(Box::new(std::io::Error::new(
-            e.kind(),
-            format!("cannot read block file {}: {e}", self.path.display()),
-        )))
-    }
+fn io_error(path: &std::path::Path, e: std::io::Error) -> ParquetError {
+    ParquetError::External(Box::new(std::io::Error::new(
+        e.kind(),
+        format!("cannot read block file {}: {e}", path.display()),
+    )))
 }
 
 impl AsyncFileReader for LocalBlockFile {
