@@ -67,6 +67,7 @@ use storage::units::{ByteSize, Duration};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::time::Instant;
 
+use crate::block_scan::{BlockCache, BlockScanExec};
 use crate::catalog::{ArrowheadCatalog, CATALOG, METRICS_SCHEMA};
 use crate::kept_plans::{KeptPlans, StartedQueries};
 use crate::run_aggregate::RunAggregateRule;
@@ -83,6 +84,9 @@ pub struct QueryConfig {
     pub memory_limit: ByteSize,
     /// Queries running at once.
     pub max_concurrent: usize,
+    /// Decoded columns of local block files kept for later queries (least recently used go
+    /// first); 0 keeps nothing. Counted apart from `memory_limit`.
+    pub block_cache: ByteSize,
 }
 
 impl Default for QueryConfig {
@@ -91,6 +95,7 @@ impl Default for QueryConfig {
             timeout: Duration::from_secs(30),
             memory_limit: ByteSize(1 << 30),
             max_concurrent: 16,
+            block_cache: ByteSize(256 << 20),
         }
     }
 }
@@ -184,6 +189,12 @@ pub struct QueryMetrics {
     /// creation of a prepared statement) and used instead of planning it again
     /// ([`crate::kept_plans`]).
     pub reused_plans: Counter,
+    /// Bytes held by the block cache ([`crate::block_scan::BlockCache`]).
+    pub block_cache_bytes: Gauge,
+    /// Column chunks of block files found in the block cache.
+    pub block_cache_hits: Counter,
+    /// Column chunks of block files decoded because the block cache did not hold them.
+    pub block_cache_misses: Counter,
 }
 
 impl QueryMetrics {
@@ -215,6 +226,21 @@ impl QueryMetrics {
             "reused_plans",
             "Plans kept from an earlier call of the same statement and used instead of planning it again",
             self.reused_plans.clone(),
+        );
+        r.register(
+            "block_cache_bytes",
+            "Bytes of decoded block file columns kept for later queries (at most query.block_cache)",
+            self.block_cache_bytes.clone(),
+        );
+        r.register(
+            "block_cache_hits",
+            "Column chunks of block files read from the block cache",
+            self.block_cache_hits.clone(),
+        );
+        r.register(
+            "block_cache_misses",
+            "Column chunks of block files decoded because the block cache did not hold them",
+            self.block_cache_misses.clone(),
         );
     }
 }
@@ -343,9 +369,12 @@ fn scanned_rows(plan: &LogicalPlan) -> u64 {
     rows
 }
 
-/// The files a plan reads through DataFusion's Parquet source, as it names them.
+/// The block files a plan reads, named as DataFusion's object store names them.
 fn scanned_files(plan: &Arc<dyn ExecutionPlan>) -> Arc<Vec<String>> {
     fn walk(plan: &Arc<dyn ExecutionPlan>, out: &mut Vec<String>) {
+        if let Some(scan) = plan.downcast_ref::<BlockScanExec>() {
+            out.extend(scan.files().iter().map(|f| f.location()));
+        }
         if let Some(source) = plan.downcast_ref::<DataSourceExec>()
             && let Some(config) = source.data_source().downcast_ref::<FileScanConfig>()
         {
@@ -595,10 +624,15 @@ impl QueryEngine {
         targets: Arc<dyn TargetsSource>,
         config: &QueryConfig,
     ) -> Result<Self, QueryError> {
+        let metrics = QueryMetrics::default();
         let mut session = SessionConfig::new()
             .with_information_schema(true)
             .with_create_default_catalog_and_schema(false)
-            .with_default_catalog_and_schema(CATALOG, METRICS_SCHEMA);
+            .with_default_catalog_and_schema(CATALOG, METRICS_SCHEMA)
+            .with_extension(Arc::new(
+                BlockCache::new(usize::try_from(config.block_cache.bytes()).unwrap_or(usize::MAX))
+                    .counted(&metrics),
+            ));
         let options = session.options_mut();
         // Identifiers keep their case: `SELECT * FROM ALERTS` finds ALERTS (DESIGN.md §3).
         options.sql_parser.enable_ident_normalization = false;
@@ -631,7 +665,7 @@ impl QueryEngine {
         );
         Ok(Self {
             ctx,
-            metrics: QueryMetrics::default(),
+            metrics,
             blocks,
             limits: Arc::new(Limits::new(config)?),
             kept: Arc::default(),

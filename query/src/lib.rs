@@ -1,5 +1,5 @@
 //! Arrowhead query: SQL over the head with DataFusion, served by Flight SQL.
-mod block_files;
+pub mod block_scan;
 pub mod catalog;
 pub mod engine;
 pub mod functions;

@@ -19,7 +19,6 @@
 //! node's `EXPLAIN` line shows what was pushed down; `EXPLAIN ANALYZE` shows `output_rows`
 //! and `chunks_pruned`.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -60,13 +59,15 @@ use storage::head::{
 };
 use storage::head::{TIMESTAMP_COLUMN, VALUE_COLUMN};
 
-use crate::block_files::LocalBlockFiles;
+use crate::block_scan::{BlockCache, BlockFile, BlockScanExec};
 
 /// One metric as a table: its rows in the head plus its files in blocks. The schema (the
 /// union of the label columns of both) is fixed when the table is resolved (at planning);
 /// labels that appear later show up in the next query.
 #[derive(Debug)]
 pub struct MetricTable {
+    /// The metric's name.
+    name: String,
     /// The metric's part of the head, if the head has it.
     metric: Option<Arc<MetricHead>>,
     /// The metric's block files, oldest first.
@@ -110,6 +111,7 @@ impl MetricTable {
         labels.sort();
         labels.dedup();
         Some(Self {
+            name: name.to_string(),
             metric,
             files,
             remote_root,
@@ -128,61 +130,63 @@ impl MetricTable {
         files.saturating_add(head as u64)
     }
 
-    /// The block part of a scan: the files whose time range meets the pushed-down one, read
-    /// by DataFusion's Parquet source, which gets the `WHERE` clause from DataFusion's filter
+    /// The block part of a scan: the files whose time range meets the pushed-down one. Local
+    /// files are read by [`BlockScanExec`] through the replica's [`BlockCache`]; remote ones by
+    /// DataFusion's Parquet source, which gets the `WHERE` clause from DataFusion's filter
     /// pushdown (see [`Self::parquet_scan`]). Columns a file lacks read as NULL.
     fn block_scan(
         &self,
         state: &dyn Session,
         projection: Option<&Vec<usize>>,
-        time: TimeRange,
+        projected: &SchemaRef,
+        pushdown: &Pushdown,
         limit: Option<usize>,
     ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+        let time = pushdown.time;
         if time.is_empty() {
             return Ok(None);
         }
         let mut local = Vec::new();
-        let mut local_paths = HashMap::new();
         let mut remote = Vec::new();
         for (location, f) in &self.files {
             if f.max_timestamp < time.start || f.min_timestamp > time.end {
                 continue;
             }
             match location {
-                FileLocation::Local(path) => {
-                    let file = PartitionedFile::new(path.to_string_lossy(), f.bytes);
-                    local_paths.insert(file.object_meta.location.to_string(), path.clone());
-                    local.push(file);
-                }
+                FileLocation::Local(path) => local.push(BlockFile {
+                    path: path.clone(),
+                    rows: f.rows,
+                }),
                 FileLocation::Remote(path) => {
                     remote.push(PartitionedFile::new(path.to_string(), f.bytes));
                 }
             }
         }
-        let mut plans = Vec::new();
-        let runtime = state.runtime_env();
+        let mut plans: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
         let partitions = state.config().target_partitions();
         if !local.is_empty() {
-            let store = ObjectStoreUrl::local_filesystem();
-            let reader = LocalBlockFiles::new(
-                runtime.object_store(&store)?,
-                runtime.cache_manager.get_file_metadata_cache(),
-                local_paths,
-            );
-            plans.push(self.parquet_scan(
-                store,
-                Arc::new(reader),
+            // Sessions made by the engine carry the replica's cache; any other reads
+            // without keeping anything.
+            let cache = state
+                .config()
+                .get_extension::<BlockCache>()
+                .unwrap_or_else(|| Arc::new(BlockCache::new(0)));
+            plans.push(Arc::new(BlockScanExec::new(
+                &self.name,
                 local,
-                partitions,
-                projection,
+                Arc::clone(projected),
+                pushdown.clone(),
                 limit,
-            )?);
+                partitions,
+                cache,
+            )));
         }
         if let (false, Some(root)) = (remote.is_empty(), &self.remote_root) {
             // Block files never change under their path (a block directory is named by its
             // ULID and written once), so their footers and page indexes are cached across
             // queries in the runtime's metadata cache (bounded, LRU): a repeated query reads
             // only data pages.
+            let runtime = state.runtime_env();
             let store = ObjectStoreUrl::parse(root)?;
             let reader = CachedParquetFileReaderFactory::new(
                 runtime.object_store(&store)?,
@@ -204,9 +208,9 @@ impl MetricTable {
         }
     }
 
-    /// DataFusion's Parquet source over `files` of one store, read through `reader`: local
-    /// files in place ([`LocalBlockFiles`]), remote ones through the store; both take footers
-    /// and page indexes from the runtime's metadata cache. Columns a file lacks read as NULL.
+    /// DataFusion's Parquet source over remote `files`, read through `reader`, which takes
+    /// footers and page indexes from the runtime's metadata cache. Columns a file lacks read as
+    /// NULL.
     ///
     /// The source gets no predicate here: the `WHERE` conjuncts taken as `Inexact` stay in a
     /// `FilterExec` above the scan, and DataFusion's physical filter pushdown hands that
@@ -289,7 +293,7 @@ impl TableProvider for MetricTable {
         };
         let pushdown = Pushdown::from_filters(filters, &self.schema);
         let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
-        if let Some(plan) = self.block_scan(state, projection, pushdown.time, limit)? {
+        if let Some(plan) = self.block_scan(state, projection, &projected, &pushdown, limit)? {
             inputs.push(plan);
         }
         if let Some(metric) = &self.metric {
@@ -572,6 +576,32 @@ fn timestamp_bounds(expr: &Expr) -> Option<(i64, i64)> {
     Some((floor, ceil))
 }
 
+/// Shows what a scan node was given to skip: `, time=[start, end]` (ms, `..` for an open
+/// end) and `, labels=[...]`, each only when there is something.
+pub(crate) fn fmt_pushdown(f: &mut fmt::Formatter<'_>, pushdown: &Pushdown) -> fmt::Result {
+    let time = pushdown.time;
+    if !time.is_unbounded() {
+        let show = |t: i64, unbounded: i64| {
+            if t == unbounded {
+                "..".to_string()
+            } else {
+                t.to_string()
+            }
+        };
+        write!(
+            f,
+            ", time=[{}, {}]",
+            show(time.start, i64::MIN),
+            show(time.end, i64::MAX)
+        )?;
+    }
+    if !pushdown.matchers.is_empty() {
+        let m: Vec<String> = pushdown.matchers.iter().map(|m| m.to_string()).collect();
+        write!(f, ", labels=[{}]", m.join(", "))?;
+    }
+    Ok(())
+}
+
 /// Reads a [`MetricSnapshot`], its chunks spread over partitions.
 #[derive(Debug)]
 pub struct HeadScanExec {
@@ -636,31 +666,7 @@ impl DisplayAs for HeadScanExec {
             self.snapshot.chunks().len(),
             columns.join(", ")
         )?;
-        let time = self.pushdown.time;
-        if !time.is_unbounded() {
-            let show = |t: i64, unbounded: i64| {
-                if t == unbounded {
-                    "..".to_string()
-                } else {
-                    t.to_string()
-                }
-            };
-            write!(
-                f,
-                ", time=[{}, {}]",
-                show(time.start, i64::MIN),
-                show(time.end, i64::MAX)
-            )?;
-        }
-        if !self.pushdown.matchers.is_empty() {
-            let m: Vec<String> = self
-                .pushdown
-                .matchers
-                .iter()
-                .map(|m| m.to_string())
-                .collect();
-            write!(f, ", labels=[{}]", m.join(", "))?;
-        }
+        fmt_pushdown(f, &self.pushdown)?;
         if let Some(limit) = self.limit {
             write!(f, ", limit={limit}")?;
         }
