@@ -622,17 +622,38 @@ impl PartitionReader {
                 None => m,
             });
         };
-        if let Some(array) = time_column.and_then(|c| columns[c].as_ref())
-            && let Some(m) = time_mask(array, self.pushdown.time)
-        {
+        // The masks are exact (DataFusion may have dropped its own filter, see
+        // `Pushdown::add`): a column they cannot be computed on is an error, not a pass.
+        let unexpected = |what: &str| {
+            DataFusionError::Execution(format!(
+                "block file {}: {what}",
+                self.open
+                    .as_ref()
+                    .map_or(Path::new(""), |o| &o.path)
+                    .display()
+            ))
+        };
+        if !self.pushdown.time.is_unbounded() {
+            let array = time_column
+                .and_then(|c| columns[c].as_ref())
+                .ok_or_else(|| unexpected("no timestamp column"))?;
+            let m = time_mask(array, self.pushdown.time).ok_or_else(|| {
+                unexpected(&format!("timestamp column of type {}", array.data_type()))
+            })?;
             narrow(m);
         }
         for matcher in &self.pushdown.matchers {
             match file_schema.index_of(&matcher.column) {
                 Ok(c) => {
-                    if let Some(m) = columns[c].as_ref().and_then(|a| matcher_mask(a, matcher)) {
-                        narrow(m);
-                    }
+                    let array = columns[c].as_ref().expect("read above");
+                    let m = matcher_mask(array, matcher).ok_or_else(|| {
+                        unexpected(&format!(
+                            "label column {} of type {}",
+                            matcher.column,
+                            array.data_type()
+                        ))
+                    })?;
+                    narrow(m);
                 }
                 // A series without the label never matches.
                 Err(_) => narrow(BooleanBuffer::new_unset(rows)),
@@ -749,22 +770,40 @@ fn time_mask(array: &ArrayRef, time: storage::head::TimeRange) -> Option<Boolean
     }))
 }
 
-/// Rows of a label column (a dictionary) that `matcher` accepts: decided once per distinct
-/// value, then looked up by key. `None` when the column is not a dictionary of strings.
+/// Rows of a label column that `matcher` accepts. For a dictionary (as block files keep
+/// labels) each distinct value is decided once, then looked up by key; plain strings are
+/// decided row by row. `None` for a column that is not strings.
 fn matcher_mask(array: &ArrayRef, matcher: &LabelMatcher) -> Option<BooleanBuffer> {
-    let dictionary = array.as_any_dictionary_opt()?;
+    let decide = |v: Option<&str>| v.is_some_and(|v| accepts(&matcher.op, v));
+    let Some(dictionary) = array.as_any_dictionary_opt() else {
+        let n = array.len();
+        return match array.data_type() {
+            DataType::Utf8View => {
+                let a = array.as_string_view();
+                Some(BooleanBuffer::collect_bool(n, |i| {
+                    decide(a.is_valid(i).then(|| a.value(i)))
+                }))
+            }
+            DataType::Utf8 => {
+                let a = array.as_string::<i32>();
+                Some(BooleanBuffer::collect_bool(n, |i| {
+                    decide(a.is_valid(i).then(|| a.value(i)))
+                }))
+            }
+            DataType::LargeUtf8 => {
+                let a = array.as_string::<i64>();
+                Some(BooleanBuffer::collect_bool(n, |i| {
+                    decide(a.is_valid(i).then(|| a.value(i)))
+                }))
+            }
+            _ => None,
+        };
+    };
     let values = dictionary.values();
     let accepted: Vec<bool> = match values.data_type() {
-        DataType::Utf8View => values
-            .as_string_view()
-            .iter()
-            .map(|v| v.is_some_and(|v| accepts(&matcher.op, v)))
-            .collect(),
-        DataType::Utf8 => values
-            .as_string::<i32>()
-            .iter()
-            .map(|v| v.is_some_and(|v| accepts(&matcher.op, v)))
-            .collect(),
+        DataType::Utf8View => values.as_string_view().iter().map(decide).collect(),
+        DataType::Utf8 => values.as_string::<i32>().iter().map(decide).collect(),
+        DataType::LargeUtf8 => values.as_string::<i64>().iter().map(decide).collect(),
         _ => return None,
     };
     let keys = dictionary.normalized_keys();
@@ -1304,16 +1343,16 @@ mod tests {
             mask(MatchOp::NotIn(vec!["b".into(), "c".into()])),
             [true, false, false, true, false]
         );
-        let views: ArrayRef = Arc::new(StringViewArray::from(vec!["a"]));
-        assert!(
-            matcher_mask(
-                &views,
-                &LabelMatcher {
-                    column: "host".into(),
-                    op: MatchOp::Eq("a".into())
-                }
-            )
-            .is_none()
-        );
+        // Plain strings (not as block files keep labels) are decided row by row, the same way;
+        // a column that is not strings gets no mask.
+        let views: ArrayRef = Arc::new(StringViewArray::from(vec![Some("a"), None, Some("b")]));
+        let eq_a = LabelMatcher {
+            column: "host".into(),
+            op: MatchOp::Eq("a".into()),
+        };
+        let m = matcher_mask(&views, &eq_a).unwrap();
+        assert_eq!(m.iter().collect::<Vec<bool>>(), [true, false, false]);
+        let not_strings: ArrayRef = Arc::new(Float64Array::from(vec![1.0]));
+        assert!(matcher_mask(&not_strings, &eq_a).is_none());
     }
 }

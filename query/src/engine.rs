@@ -673,6 +673,12 @@ impl QueryEngine {
         })
     }
 
+    /// The runtime queries execute on (threads `arrowhead-query`): the Flight SQL service
+    /// runs there too, so that no statement is planned on the caller's runtime.
+    pub fn runtime(&self) -> &tokio::runtime::Handle {
+        &self.limits.handle
+    }
+
     /// The query counters.
     pub fn metrics(&self) -> &QueryMetrics {
         &self.metrics

@@ -1,23 +1,28 @@
 //! Metric tables: a DataFusion [`TableProvider`] over one metric, spanning the head (read by
-//! the [`HeadScanExec`] plan node) and the metric's Parquet files in blocks (read by
-//! DataFusion's Parquet source), united by a `UnionExec`. The head part is read only from the
-//! block view's `head_from` on, so no row is seen twice.
+//! the [`HeadScanExec`] plan node) and the metric's Parquet files in blocks (local ones read by
+//! [`BlockScanExec`] through the block cache, remote ones by DataFusion's Parquet source),
+//! united by a `UnionExec`. The head part is read only from the block view's `head_from` on,
+//! so no row is seen twice.
 //!
 //! Pushdown: DataFusion offers every `WHERE` conjunct to [`MetricTable::supports_filters_pushdown`].
-//! Two kinds are taken (as `Inexact`: DataFusion still re-checks them, storage only uses them
-//! to skip work):
+//! Two kinds are taken:
 //!
 //! * time bounds on `timestamp` (`<`, `<=`, `>`, `>=`, `=`, `BETWEEN`, against any timestamp
-//!   literal, including folded `now() - INTERVAL ...`), which skip whole chunks by their
-//!   bounds and rows by timestamp;
+//!   literal, including folded `now() - INTERVAL ...`), which skip whole chunks and row
+//!   groups by their bounds and rows by timestamp;
 //! * equality and inequality on label columns (`=`, `<>`, `IN`, `NOT IN` with string
-//!   literals), evaluated once per series and applied as a per-row mask.
+//!   literals), decided once per series (head) or per distinct value (block files) and
+//!   applied as a per-row mask.
 //!
-//! Block files are skipped by their time range from `meta.json`; inside a file the same
-//! conjuncts prune row groups and pages by statistics. Only the projected columns are built,
-//! and label columns only for rows that survive. The
-//! node's `EXPLAIN` line shows what was pushed down; `EXPLAIN ANALYZE` shows `output_rows`
-//! and `chunks_pruned`.
+//! Both scans apply what they take exactly, so where the conjunct says exactly that (see
+//! [`Pushdown::is_exact`]: label comparisons, and time comparisons with millisecond literals, as
+//! `to_timestamp_millis(...)`, `now() - INTERVAL ...` and timestamp strings give) it is
+//! pushed down as `Exact` and DataFusion plans no filter of its own: no `FilterExec`, no
+//! statistics analysis of its predicate, no column read only to filter on. Other forms, and
+//! every conjunct of a table with remote files (DataFusion's Parquet source gets the filter
+//! from its `FilterExec`), are `Inexact`: storage only uses them to skip work and DataFusion
+//! checks them again. The nodes' `EXPLAIN` lines show what was pushed down; `EXPLAIN
+//! ANALYZE` shows `output_rows`, `chunks_pruned` and `row_groups_pruned`.
 
 use std::fmt;
 use std::sync::Arc;
@@ -268,10 +273,19 @@ impl TableProvider for MetricTable {
         &self,
         filters: &[&Expr],
     ) -> Result<Vec<TableProviderFilterPushDown>> {
+        // Remote files are read by DataFusion's Parquet source, which gets the filter from
+        // DataFusion's own `FilterExec`: with any, nothing is exact.
+        let remote = self
+            .files
+            .iter()
+            .any(|(l, _)| matches!(l, FileLocation::Remote(_)));
         Ok(filters
             .iter()
             .map(|f| {
-                if Pushdown::from_filters(std::slice::from_ref(*f), &self.schema).is_empty() {
+                if !remote && Pushdown::is_exact(f, &self.schema) {
+                    TableProviderFilterPushDown::Exact
+                } else if Pushdown::from_filters(std::slice::from_ref(*f), &self.schema).is_empty()
+                {
                     TableProviderFilterPushDown::Unsupported
                 } else {
                     TableProviderFilterPushDown::Inexact
@@ -414,46 +428,74 @@ impl Pushdown {
         p
     }
 
+    /// Whether both scans, taking `filter`, return exactly the rows it keeps, so that
+    /// DataFusion needs no filter of its own above them: label comparisons with string
+    /// literals, and time comparisons with millisecond literals (see the module docs).
+    pub fn is_exact(filter: &Expr, schema: &SchemaRef) -> bool {
+        Self::default().add(filter, schema)
+    }
+
     /// True when nothing was taken.
     pub fn is_empty(&self) -> bool {
         self.time.is_unbounded() && self.matchers.is_empty()
     }
 
-    fn add(&mut self, expr: &Expr, schema: &SchemaRef) {
+    /// Takes what storage can use from `expr`; true when that is all of it, exactly.
+    ///
+    /// Exact: label comparisons with string literals (`=`, `<>`, `IN`, `NOT IN`; a missing
+    /// label never matches, as SQL's NULL), and time comparisons (`<`, `<=`, `>`, `>=`, `=`,
+    /// `BETWEEN`) of the column with a millisecond timestamp literal, either side cast only
+    /// between millisecond timestamps without a zone or in UTC (values unchanged): timestamps
+    /// are whole milliseconds, so `timestamp > t` is `timestamp >= t + 1` and so on. Other
+    /// time comparisons (finer literals, lossless casts of the column) are taken as a range
+    /// that may keep a row too many at either end, never one too few.
+    fn add(&mut self, expr: &Expr, schema: &SchemaRef) -> bool {
         match expr {
             Expr::BinaryExpr(BinaryExpr {
                 left,
                 op: Operator::And,
                 right,
             }) => {
-                self.add(left, schema);
-                self.add(right, schema);
+                let left = self.add(left, schema);
+                self.add(right, schema) && left
             }
             Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
                 let (column, op, literal) = match (column_name(left), column_name(right)) {
                     (Some(c), None) => (c, *op, &**right),
                     (None, Some(c)) => match op.swap() {
                         Some(swapped) => (c, swapped, &**left),
-                        None => return,
+                        None => return false,
                     },
-                    _ => return,
+                    _ => return false,
+                };
+                let column_side = if column_name(left).is_some() {
+                    left
+                } else {
+                    right
                 };
                 if column == TIMESTAMP_COLUMN {
+                    if let (Some(ms), true) = (exact_ms(literal), is_ms_column(column_side)) {
+                        return self.bound_time_exact(op, ms);
+                    }
                     if let Some(ms) = timestamp_bounds(literal) {
                         self.bound_time(op, ms);
                     }
+                    false
                 } else if is_label(column, schema)
                     && let Some(value) = string_literal(literal)
                 {
                     let op = match op {
                         Operator::Eq => MatchOp::Eq(value),
                         Operator::NotEq => MatchOp::NotEq(value),
-                        _ => return,
+                        _ => return false,
                     };
                     self.matchers.push(LabelMatcher {
                         column: column.to_string(),
                         op,
                     });
+                    true
+                } else {
+                    false
                 }
             }
             Expr::Between(Between {
@@ -462,10 +504,17 @@ impl Pushdown {
                 low,
                 high,
             }) if column_name(expr) == Some(TIMESTAMP_COLUMN) => {
+                if let (Some(lo), Some(hi), true) =
+                    (exact_ms(low), exact_ms(high), is_ms_column(expr))
+                {
+                    let lo = self.bound_time_exact(Operator::GtEq, lo);
+                    return self.bound_time_exact(Operator::LtEq, hi) && lo;
+                }
                 if let (Some(lo), Some(hi)) = (timestamp_bounds(low), timestamp_bounds(high)) {
                     self.bound_time(Operator::GtEq, lo);
                     self.bound_time(Operator::LtEq, hi);
                 }
+                false
             }
             Expr::InList(InList {
                 expr,
@@ -473,22 +522,24 @@ impl Pushdown {
                 negated,
             }) => {
                 let Some(column) = column_name(expr).filter(|c| is_label(c, schema)) else {
-                    return;
+                    return false;
                 };
                 let values: Option<Vec<String>> = list.iter().map(string_literal).collect();
-                if let Some(values) = values {
-                    let op = if *negated {
-                        MatchOp::NotIn(values)
-                    } else {
-                        MatchOp::In(values)
-                    };
-                    self.matchers.push(LabelMatcher {
-                        column: column.to_string(),
-                        op,
-                    });
-                }
+                let Some(values) = values else {
+                    return false;
+                };
+                let op = if *negated {
+                    MatchOp::NotIn(values)
+                } else {
+                    MatchOp::In(values)
+                };
+                self.matchers.push(LabelMatcher {
+                    column: column.to_string(),
+                    op,
+                });
+                true
             }
-            _ => {}
+            _ => false,
         }
     }
 
@@ -505,6 +556,55 @@ impl Pushdown {
             }
             _ => {}
         }
+    }
+
+    /// Narrows the time range by `timestamp <op> ms` to exactly the whole milliseconds that
+    /// pass; false (nothing taken) for another operator or at the ends of `i64`.
+    fn bound_time_exact(&mut self, op: Operator, ms: i64) -> bool {
+        let (start, end) = match op {
+            Operator::Gt => (ms.checked_add(1), Some(i64::MAX)),
+            Operator::GtEq => (Some(ms), Some(i64::MAX)),
+            Operator::Lt => (Some(i64::MIN), ms.checked_sub(1)),
+            Operator::LtEq => (Some(i64::MIN), Some(ms)),
+            Operator::Eq => (Some(ms), Some(ms)),
+            _ => return false,
+        };
+        let (Some(start), Some(end)) = (start, end) else {
+            return false;
+        };
+        let t = &mut self.time;
+        t.start = t.start.max(start);
+        t.end = t.end.min(end);
+        true
+    }
+}
+
+/// A millisecond timestamp literal, through casts that keep its value (to millisecond
+/// timestamps without a zone or in UTC: arrow moves a zoneless value only for other zones).
+fn exact_ms(expr: &Expr) -> Option<i64> {
+    match expr {
+        Expr::Literal(ScalarValue::TimestampMillisecond(Some(ms), _), _) => Some(*ms),
+        Expr::Cast(c) if same_ms(c.field.data_type()) => exact_ms(&c.expr),
+        _ => None,
+    }
+}
+
+/// The timestamp column itself, or cast only in ways that keep its values.
+fn is_ms_column(expr: &Expr) -> bool {
+    match expr {
+        Expr::Column(_) => true,
+        Expr::Cast(c) if same_ms(c.field.data_type()) => is_ms_column(&c.expr),
+        _ => false,
+    }
+}
+
+fn same_ms(to: &DataType) -> bool {
+    match to {
+        DataType::Timestamp(TimeUnit::Millisecond, None) => true,
+        DataType::Timestamp(TimeUnit::Millisecond, Some(tz)) => {
+            matches!(tz.as_ref(), "UTC" | "+00:00" | "Z")
+        }
+        _ => false,
     }
 }
 
@@ -784,10 +884,11 @@ mod tests {
             ],
             &schema(),
         );
+        // Timestamps are whole milliseconds: `> 100` is `>= 101`.
         assert_eq!(
             p.time,
             TimeRange {
-                start: 100,
+                start: 101,
                 end: 200
             }
         );

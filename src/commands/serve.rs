@@ -195,20 +195,25 @@ async fn serve(
             .tls_config(ServerTlsConfig::new().identity(Identity::from_pem(cert, key)))
             .map_err(|e| anyhow::anyhow!("{origin}: server.tls: {e}"))?;
     }
+    // Flight SQL is served from the query runtime, where its queries run: planning a statement
+    // never takes a thread that scrapes, writes the WAL or serves HTTP, and a query's batches
+    // reach its connection without crossing to another runtime (each crossing woke a thread
+    // of the other pool). The listener is moved to that runtime's I/O driver.
+    let query_runtime = engine.runtime().clone();
+    let flight_listener = flight_listener.into_std()?;
     let flight_service = FlightSqlServer::new(engine)
         .into_service_with_auth(BearerAuth::new(security.token.as_deref()));
     let flight_stop = stop_servers.clone();
-    #[allow(clippy::disallowed_methods)] // owned by an AbortOnDropHandle
-    let flight_task = AbortOnDropHandle::new(tokio::spawn(async move {
+    let flight_task = AbortOnDropHandle::new(query_runtime.spawn(async move {
+        let listener = TcpListener::from_std(flight_listener)?;
         flight_server
             .add_service(flight_service)
             .serve_with_incoming_shutdown(
-                no_delay(tokio_stream::wrappers::TcpListenerStream::new(
-                    flight_listener,
-                )),
+                no_delay(tokio_stream::wrappers::TcpListenerStream::new(listener)),
                 flight_stop.cancelled_owned(),
             )
             .await
+            .map_err(anyhow::Error::from)
     }));
 
     let retention = config.storage.retention.get();

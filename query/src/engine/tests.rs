@@ -185,11 +185,11 @@ async fn explain_shows_pushdown_and_analyze_counts_rows() {
         "{plan}"
     );
     assert!(plan.contains("labels=[mode = \"idle\"]"), "{plan}");
-    assert!(plan.contains("time=[5000, ..]"), "{plan}");
-    assert!(
-        plan.contains("projection=[mode, timestamp, value]"),
-        "{plan}"
-    );
+    // `> 5 s` is `>= 5.001 s` for whole milliseconds; the scan applies both conditions
+    // exactly, so DataFusion keeps no filter and reads no column for one.
+    assert!(plan.contains("time=[5001, ..]"), "{plan}");
+    assert!(plan.contains("projection=[value]"), "{plan}");
+    assert!(!plan.contains("FilterExec"), "{plan}");
     let analyzed = plan_text(
         &run(&e, "EXPLAIN ANALYZE SELECT value FROM node_cpu_seconds_total WHERE mode = 'idle' AND cpu = '0'")
             .await
@@ -1050,10 +1050,8 @@ async fn block_files_get_the_time_range_and_label_matchers_and_keep_what_they_de
         .lines()
         .find(|l| l.contains("BlockScanExec"))
         .unwrap_or_else(|| panic!("no block scan in {plan}"));
-    // The head's part is in the same union; both get the time range and the matcher, and
-    // DataFusion's filter above them still checks the whole WHERE clause.
+    // The head's part is in the same union; both get the time range and the matcher.
     assert!(plan.contains("HeadScanExec"), "{plan}");
-    assert!(plan.contains("FilterExec"), "{plan}");
     assert!(scan.contains("time=[3000, ..]"), "{scan}");
     assert!(scan.contains(r#"labels=[host = "a"]"#), "{scan}");
     // Host a's rows from 3 s on: 3-4 s in the block, 5-14 s in the head.
@@ -1085,4 +1083,66 @@ async fn block_files_get_the_time_range_and_label_matchers_and_keep_what_they_de
     );
     assert!(zone.contains("cache_misses=1"), "{zone}");
     assert!(zone.contains("output_rows=10"), "{zone}");
+}
+
+#[tokio::test]
+async fn exact_pushdown_replaces_datafusions_filter_and_keeps_sql_semantics_at_the_edges() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = head_and_blocks(dir.path());
+    // m{host, zone=z1} at 0..9 s (0..4 s in the block, 5..9 s in the head), m{host, rack=r9}
+    // at 10..14 s; two hosts each.
+    let ms = |t: i64| format!("to_timestamp_millis({t})");
+    let cases = [
+        (format!("timestamp > {}", ms(4000)), 20),
+        (format!("timestamp >= {}", ms(4000)), 22),
+        (format!("timestamp < {}", ms(5000)), 10),
+        (format!("timestamp <= {}", ms(5000)), 12),
+        (format!("timestamp = {}", ms(4000)), 2),
+        (format!("timestamp = {}", ms(5000)), 2),
+        (format!("{} < timestamp", ms(13_000)), 2),
+        (
+            format!("timestamp BETWEEN {} AND {}", ms(4000), ms(5000)),
+            4,
+        ),
+        (
+            format!("timestamp > {} AND timestamp < {}", ms(4000), ms(5000)),
+            0,
+        ),
+        (format!("timestamp > {} AND host = 'a'", ms(4000)), 10),
+        ("timestamp > '1970-01-01T00:00:04Z'".to_string(), 20),
+        // DataFusion casts a finer literal to the column's milliseconds (4.000000001 s to
+        // 4 s) before storage sees it; the answer follows that cast.
+        (
+            "timestamp > arrow_cast(4000000001, 'Timestamp(Nanosecond, Some(\"UTC\"))')"
+                .to_string(),
+            20,
+        ),
+        // A missing label is NULL: it fails `<>` and `NOT IN` as well as `=`.
+        ("zone <> 'z1'".to_string(), 0),
+        ("zone <> 'x'".to_string(), 20),
+        ("zone NOT IN ('x', 'y')".to_string(), 20),
+        ("rack = 'r9'".to_string(), 10),
+        ("host IN ('a')".to_string(), 15),
+        ("host IN ('a') AND rack IN ('r9')".to_string(), 5),
+    ];
+    for (filter, expected) in &cases {
+        let sql = format!("SELECT count(*) FROM m WHERE {filter}");
+        assert_eq!(scalar_i64(&e, &sql).await, *expected, "{sql}");
+        // Storage applies these exactly, so DataFusion keeps no filter of its own.
+        let plan = plan_text(&run(&e, &format!("EXPLAIN {sql}")).await.unwrap());
+        assert!(!plan.contains("FilterExec"), "{sql}: {plan}");
+    }
+    // Others keep DataFusion's filter, with storage narrowing what it reads where it can: a
+    // finer literal, a value comparison, a cast that changes the column.
+    let cases = [
+        ("value > 3 AND host = 'a'", 11),
+        ("CAST(timestamp AS DATE) = DATE '1970-01-01'", 30),
+        ("host LIKE 'a%'", 15),
+    ];
+    for (filter, expected) in &cases {
+        let sql = format!("SELECT count(*) FROM m WHERE {filter}");
+        assert_eq!(scalar_i64(&e, &sql).await, *expected, "{sql}");
+        let plan = plan_text(&run(&e, &format!("EXPLAIN {sql}")).await.unwrap());
+        assert!(plan.contains("FilterExec"), "{sql}: {plan}");
+    }
 }
