@@ -659,19 +659,22 @@ impl PartitionReader {
                 Err(_) => narrow(BooleanBuffer::new_unset(rows)),
             }
         }
-        let (rows, filter) = match mask {
-            Some(m) if m.count_set_bits() == 0 => return Ok(None),
-            Some(m) if m.count_set_bits() < rows => {
-                let n = m.count_set_bits();
+        let kept = mask.as_ref().map_or(rows, BooleanBuffer::count_set_bits);
+        if kept == 0 {
+            return Ok(None);
+        }
+        let filter = match mask {
+            Some(m) if kept < rows => {
                 let predicate = BooleanArray::new(m, None);
                 let mut builder = FilterBuilder::new(&predicate);
                 if self.schema.fields().len() > 1 {
                     builder = builder.optimize();
                 }
-                (n, Some(builder.build()))
+                Some(builder.build())
             }
-            _ => (rows, None),
+            _ => None,
         };
+        let rows = kept;
 
         let mut out = Vec::with_capacity(self.schema.fields().len());
         for field in self.schema.fields() {
@@ -806,6 +809,11 @@ fn matcher_mask(array: &ArrayRef, matcher: &LabelMatcher) -> Option<BooleanBuffe
         DataType::LargeUtf8 => values.as_string::<i64>().iter().map(decide).collect(),
         _ => return None,
     };
+    if values.is_empty() {
+        // Every row is NULL (a row group where no series has the label): none matches.
+        // (`normalized_keys` asserts on an empty dictionary.)
+        return Some(BooleanBuffer::new_unset(array.len()));
+    }
     let keys = dictionary.normalized_keys();
     let nulls = dictionary.keys().logical_nulls();
     Some(BooleanBuffer::collect_bool(keys.len(), |i| {
@@ -1352,7 +1360,141 @@ mod tests {
         };
         let m = matcher_mask(&views, &eq_a).unwrap();
         assert_eq!(m.iter().collect::<Vec<bool>>(), [true, false, false]);
+        // A row group where no series has the label: an empty dictionary, no match.
+        let none: DictionaryArray<Int32Type> = vec![None::<&str>, None].into_iter().collect();
+        let m = matcher_mask(&(Arc::new(none) as ArrayRef), &eq_a).unwrap();
+        assert_eq!(m.iter().collect::<Vec<bool>>(), [false, false]);
         let not_strings: ArrayRef = Arc::new(Float64Array::from(vec![1.0]));
         assert!(matcher_mask(&not_strings, &eq_a).is_none());
+    }
+}
+
+#[cfg(test)]
+mod proptests {
+    use arrow::array::{DictionaryArray, Float64Array, TimestampMillisecondArray};
+    use arrow::datatypes::{Float64Type, Int32Type};
+    use datafusion::parquet::arrow::ArrowWriter;
+    use datafusion::parquet::file::properties::WriterProperties;
+    use datafusion::physical_plan::collect_partitioned;
+    use datafusion::prelude::SessionContext;
+    use proptest::prelude::*;
+    use storage::block::metric_schema;
+    use storage::head::TimeRange;
+
+    use super::*;
+    use crate::scan::table_schema;
+
+    const HOSTS: [Option<&str>; 4] = [Some("a"), Some("b"), Some("c"), None];
+
+    fn op(kind: usize, values: Vec<String>) -> MatchOp {
+        match kind {
+            0 => MatchOp::Eq(values[0].clone()),
+            1 => MatchOp::NotEq(values[0].clone()),
+            2 => MatchOp::In(values),
+            _ => MatchOp::NotIn(values),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        /// Whatever the row groups, partitions, time range and matcher, the scan returns
+        /// exactly the rows a plain filter keeps (the pushdown is `Exact`, nothing re-checks).
+        #[test]
+        fn the_scan_keeps_exactly_the_rows_a_plain_filter_keeps(
+            series in proptest::collection::vec((0..HOSTS.len(), 1usize..30, -50i64..50), 1..6),
+            group_rows in 1usize..20,
+            partitions in 1usize..4,
+            start in -60i64..120,
+            len in 0i64..120,
+            bounded in any::<bool>(),
+            matcher in proptest::option::of((0usize..4, proptest::collection::vec(0usize..4, 1..3))),
+        ) {
+            // Series in storage order, each with samples 0, 3, 6, ... ms from its start.
+            let mut hosts = Vec::new();
+            let mut times = Vec::new();
+            for &(h, n, from) in &series {
+                for i in 0..n as i64 {
+                    hosts.push(HOSTS[h]);
+                    times.push(from + 3 * i);
+                }
+            }
+            let values: Vec<f64> = (0..hosts.len()).map(|i| i as f64).collect();
+            let time = if bounded {
+                TimeRange { start, end: start + len }
+            } else {
+                TimeRange::default()
+            };
+            let matchers: Vec<LabelMatcher> = matcher
+                .iter()
+                .map(|(kind, picks)| LabelMatcher {
+                    column: "host".into(),
+                    op: op(*kind, picks.iter().map(|&p| HOSTS[p].unwrap_or("z").to_string()).collect()),
+                })
+                .collect();
+            let expected: Vec<(Option<String>, f64)> = (0..hosts.len())
+                .filter(|&i| time.start <= times[i] && times[i] <= time.end)
+                .filter(|&i| matchers.iter().all(|m| hosts[i].is_some_and(|h| accepts(&m.op, h))))
+                .map(|i| (hosts[i].map(str::to_string), values[i]))
+                .collect();
+
+            let dir = tempfile::tempdir().unwrap();
+            let stored = metric_schema(&["host".to_string()]);
+            let host: DictionaryArray<Int32Type> = hosts.iter().copied().collect();
+            let batch = RecordBatch::try_new(
+                Arc::clone(&stored),
+                vec![
+                    Arc::new(host),
+                    Arc::new(TimestampMillisecondArray::from(times.clone()).with_timezone("UTC")),
+                    Arc::new(Float64Array::from(values.clone())),
+                ],
+            )
+            .unwrap();
+            let path = dir.path().join("m.parquet");
+            let props = WriterProperties::builder()
+                .set_max_row_group_row_count(Some(group_rows))
+                .build();
+            let mut writer =
+                ArrowWriter::try_new(File::create(&path).unwrap(), stored.clone(), Some(props))
+                    .unwrap();
+            writer.write(&batch).unwrap();
+            writer.close().unwrap();
+
+            let table = table_schema(&stored);
+            let schema = Arc::new(table.project(&[0, 2]).unwrap());
+            let file = BlockFile { path, rows: (partitions * ROW_GROUP_ROWS) as u64 };
+            let cache = Arc::new(BlockCache::new(1 << 20));
+            let pushdown = Pushdown { time, matchers };
+            let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            // Twice: decoded, then from the cache.
+            for _ in 0..2 {
+                let exec = Arc::new(BlockScanExec::new(
+                    "m",
+                    vec![file.clone()],
+                    Arc::clone(&schema),
+                    pushdown.clone(),
+                    None,
+                    partitions,
+                    Arc::clone(&cache),
+                ));
+                let ctx = SessionContext::new();
+                let out = runtime
+                    .block_on(collect_partitioned(exec as _, ctx.task_ctx()))
+                    .unwrap();
+                let mut got: Vec<(Option<String>, f64)> = out
+                    .iter()
+                    .flatten()
+                    .flat_map(|b| {
+                        let hosts = b.column(0).as_string_view();
+                        let values = b.column(1).as_primitive::<Float64Type>();
+                        (0..b.num_rows())
+                            .map(|i| (hosts.is_valid(i).then(|| hosts.value(i).to_string()), values.value(i)))
+                            .collect::<Vec<_>>()
+                    })
+                    .collect();
+                got.sort_by(|a, b| a.1.total_cmp(&b.1));
+                prop_assert_eq!(&got, &expected);
+            }
+        }
     }
 }
