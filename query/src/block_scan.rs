@@ -1455,7 +1455,7 @@ mod proptests {
                 .set_max_row_group_row_count(Some(group_rows))
                 .build();
             let mut writer =
-                ArrowWriter::try_new(File::create(&path).unwrap(), stored.clone(), Some(props))
+                ArrowWriter::try_new(File::create(&path).unwrap(), Arc::clone(&stored), Some(props))
                     .unwrap();
             writer.write(&batch).unwrap();
             writer.close().unwrap();
