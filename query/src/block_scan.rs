@@ -595,6 +595,14 @@ impl PartitionReader {
             self.misses.add(missing.len());
             let decoded = self.decode(row_group, &missing)?;
             let open = self.open.as_ref().expect("a file is open");
+            if decoded.len() != missing.len() {
+                return Err(DataFusionError::Execution(format!(
+                    "block file {}: row group {row_group} gave {} columns for {} asked",
+                    open.path.display(),
+                    decoded.len(),
+                    missing.len()
+                )));
+            }
             for (c, array) in missing.into_iter().zip(decoded) {
                 if array.len() != rows {
                     return Err(DataFusionError::Execution(format!(
