@@ -519,6 +519,12 @@ impl PlannedQuery {
         let (tx, rx) = mpsc::channel(2);
         let run = run_to_channel(self, deadline, tx);
         limits.handle.spawn(async move {
+            // Spawned from a Flight SQL handler on this same runtime, the query would take the
+            // worker's next-task slot and plan before the handler's reply (the FlightInfo) is
+            // written. Yielding once sends the reply first, so the client's DoGet travels while
+            // the query runs (query benchmark, max over 1 h: ratio 1.26 and 1.13 against 1.43
+            // and 1.27 without, two alternating pairs of runs).
+            tokio::task::yield_now().await;
             metrics.running.inc();
             run.await;
             // The slot goes back before the gauge drops: a query not counted as running
