@@ -222,13 +222,10 @@ pub struct BlockFile {
 }
 
 impl BlockFile {
-    /// How the engine names the file when it checks the files of a failed query: the path
-    /// without its leading `/`, as DataFusion's object store names it.
+    /// How the engine names the file when it checks the files of a failed query
+    /// ([`storage::block::local_location`]).
     pub fn location(&self) -> String {
-        self.path
-            .to_string_lossy()
-            .trim_start_matches('/')
-            .to_string()
+        storage::block::local_location(&self.path)
     }
 }
 
@@ -297,25 +294,14 @@ impl DisplayAs for BlockScanExec {
         if matches!(t, DisplayFormatType::TreeRender) {
             return write!(f, "metric={}\nfiles={}", self.metric, self.files.len());
         }
-        let columns: Vec<&str> = self
-            .schema
-            .fields()
-            .iter()
-            .map(|f| f.name().as_str())
-            .collect();
         write!(
             f,
-            "BlockScanExec: metric={}, files={}, partitions={}, projection=[{}]",
+            "BlockScanExec: metric={}, files={}, partitions={}",
             self.metric,
             self.files.len(),
             self.properties.partitioning.partition_count(),
-            columns.join(", ")
         )?;
-        crate::scan::fmt_pushdown(f, &self.pushdown)?;
-        if let Some(limit) = self.limit {
-            write!(f, ", limit={limit}")?;
-        }
-        Ok(())
+        crate::scan::fmt_scan_tail(f, &self.schema, &self.pushdown, self.limit)
     }
 }
 
@@ -1042,6 +1028,15 @@ mod tests {
         (out, exec)
     }
 
+    /// Every row, no limit.
+    async fn scan_all(
+        file: &BlockFile,
+        schema: &SchemaRef,
+        cache: &Arc<BlockCache>,
+    ) -> (Result<Vec<Vec<RecordBatch>>>, Arc<BlockScanExec>) {
+        scan(file, Arc::clone(schema), Pushdown::default(), None, cache).await
+    }
+
     fn metric(exec: &BlockScanExec, name: &str) -> usize {
         exec.metrics()
             .unwrap()
@@ -1073,14 +1068,7 @@ mod tests {
         let schema = table(&["host", "value"], &[]);
 
         // Everything: three row groups over two partitions, labels as views.
-        let (out, exec) = scan(
-            &file,
-            Arc::clone(&schema),
-            Pushdown::default(),
-            None,
-            &cache,
-        )
-        .await;
+        let (out, exec) = scan_all(&file, &schema, &cache).await;
         let out = out.unwrap();
         assert_eq!(out.len(), 2);
         assert!(out.iter().all(|p| !p.is_empty()), "both partitions read");
@@ -1170,14 +1158,7 @@ mod tests {
         );
 
         // No columns at all (`count(*)`): rows counted from the footer, nothing decoded.
-        let (out, exec) = scan(
-            &file,
-            Arc::new(Schema::empty()),
-            Pushdown::default(),
-            None,
-            &cache,
-        )
-        .await;
+        let (out, exec) = scan_all(&file, &Arc::new(Schema::empty()), &cache).await;
         assert_eq!(
             out.unwrap()
                 .iter()
@@ -1199,14 +1180,7 @@ mod tests {
         let schema = table(&["host", "timestamp", "value"], &[]);
         let nothing = Arc::new(BlockCache::new(0));
         for _ in 0..2 {
-            let (out, exec) = scan(
-                &file,
-                Arc::clone(&schema),
-                Pushdown::default(),
-                None,
-                &nothing,
-            )
-            .await;
+            let (out, exec) = scan_all(&file, &schema, &nothing).await;
             assert_eq!(values(&out.unwrap(), "value").len(), 12);
             assert_eq!(
                 metric(&exec, "cache_misses"),
@@ -1218,14 +1192,7 @@ mod tests {
         // Room for about two column chunks plus the footer: older entries make way.
         let small = Arc::new(BlockCache::new(1500));
         for _ in 0..3 {
-            let (out, _) = scan(
-                &file,
-                Arc::clone(&schema),
-                Pushdown::default(),
-                None,
-                &small,
-            )
-            .await;
+            let (out, _) = scan_all(&file, &schema, &small).await;
             assert_eq!(values(&out.unwrap(), "value").len(), 12);
             assert!(small.memory_used() <= 1500, "{:?}", small);
         }
@@ -1262,20 +1229,13 @@ mod tests {
         for (what, content) in cases {
             std::fs::write(&file.path, &content).unwrap();
             let cache = Arc::new(BlockCache::new(1 << 20));
-            let (out, _) = scan(
-                &file,
-                Arc::clone(&schema),
-                Pushdown::default(),
-                None,
-                &cache,
-            )
-            .await;
+            let (out, _) = scan_all(&file, &schema, &cache).await;
             let err = out.expect_err(what).to_string();
             assert!(err.contains("m.parquet"), "{what}: {err}");
         }
         std::fs::remove_file(&file.path).unwrap();
         let cache = Arc::new(BlockCache::new(1 << 20));
-        let (out, _) = scan(&file, schema, Pushdown::default(), None, &cache).await;
+        let (out, _) = scan_all(&file, &schema, &cache).await;
         let err = out.unwrap_err().to_string();
         assert!(err.contains("cannot read block file"), "{err}");
     }

@@ -676,9 +676,17 @@ fn timestamp_bounds(expr: &Expr) -> Option<(i64, i64)> {
     Some((floor, ceil))
 }
 
-/// Shows what a scan node was given to skip: `, time=[start, end]` (ms, `..` for an open
-/// end) and `, labels=[...]`, each only when there is something.
-pub(crate) fn fmt_pushdown(f: &mut fmt::Formatter<'_>, pushdown: &Pushdown) -> fmt::Result {
+/// The end of a scan node's `EXPLAIN` line: `, projection=[...]`, then what it was given to
+/// skip, `, time=[start, end]` (ms, `..` for an open end) and `, labels=[...]`, and
+/// `, limit=n`, each only when there is something.
+pub(crate) fn fmt_scan_tail(
+    f: &mut fmt::Formatter<'_>,
+    schema: &SchemaRef,
+    pushdown: &Pushdown,
+    limit: Option<usize>,
+) -> fmt::Result {
+    let columns: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    write!(f, ", projection=[{}]", columns.join(", "))?;
     let time = pushdown.time;
     if !time.is_unbounded() {
         let show = |t: i64, unbounded: i64| {
@@ -698,6 +706,9 @@ pub(crate) fn fmt_pushdown(f: &mut fmt::Formatter<'_>, pushdown: &Pushdown) -> f
     if !pushdown.matchers.is_empty() {
         let m: Vec<String> = pushdown.matchers.iter().map(|m| m.to_string()).collect();
         write!(f, ", labels=[{}]", m.join(", "))?;
+    }
+    if let Some(limit) = limit {
+        write!(f, ", limit={limit}")?;
     }
     Ok(())
 }
@@ -752,25 +763,14 @@ impl DisplayAs for HeadScanExec {
         if matches!(t, DisplayFormatType::TreeRender) {
             return write!(f, "metric={}", self.snapshot.name());
         }
-        let columns: Vec<&str> = self
-            .schema
-            .fields()
-            .iter()
-            .map(|f| f.name().as_str())
-            .collect();
         write!(
             f,
-            "HeadScanExec: metric={}, partitions={}, chunks={}, projection=[{}]",
+            "HeadScanExec: metric={}, partitions={}, chunks={}",
             self.snapshot.name(),
             self.partitions.len(),
             self.snapshot.chunks().len(),
-            columns.join(", ")
         )?;
-        fmt_pushdown(f, &self.pushdown)?;
-        if let Some(limit) = self.limit {
-            write!(f, ", limit={limit}")?;
-        }
-        Ok(())
+        fmt_scan_tail(f, &self.schema, &self.pushdown, self.limit)
     }
 }
 

@@ -939,6 +939,12 @@ fn move_aside(path: &Path, corrupted_dir: &Path, name: &str, reason: &str) -> Re
     std::fs::rename(path, &target).map_err(io_err(&target))
 }
 
+/// How a local block file is named in the list of files a query read, which
+/// [`Blocks::verify_files`] takes: its path without a leading `/`, as an object store names it.
+pub fn local_location(path: &Path) -> String {
+    path.to_string_lossy().trim_start_matches('/').to_string()
+}
+
 mod compact;
 pub mod import;
 mod merge;

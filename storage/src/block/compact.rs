@@ -405,7 +405,7 @@ impl Blocks {
                         .as_ref()
                         .map(|r| r.path(&block.meta.id, &f.file).to_string())
                 } else {
-                    Some(local.to_string_lossy().trim_start_matches('/').to_string())
+                    Some(super::local_location(&local))
                 };
                 if !named.is_some_and(|n| locations.contains(&n)) {
                     continue;
