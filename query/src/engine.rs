@@ -369,6 +369,57 @@ fn scanned_rows(plan: &LogicalPlan) -> u64 {
     rows
 }
 
+/// Whether `plan` is a single-table shape: scans, filters, projections, aggregates, windows
+/// and sorts, with no join, union, limit, recursive query or subquery expression. DataFusion
+/// runs its logical rules up to `optimizer.max_passes` times (default 3) and stops once a pass
+/// changes nothing; on these shapes the first pass already gives the final plan (checked for
+/// the query benchmark's questions and the shapes of `one_optimizer_pass_gives_the_plan_of_three_on_single_table_shapes` in the tests), so
+/// the second pass only confirmed it, at the price of a full walk of every rule. Plans with
+/// joins, unions or subqueries, where rules feed each other across passes, keep every pass, as
+/// do limits: a `LIMIT` over a sort is folded into the sort's fetch only by a second pass.
+fn single_pass_shape(plan: &LogicalPlan) -> bool {
+    use datafusion::common::tree_node::TreeNode;
+    use datafusion::logical_expr::Expr;
+    let mut simple = true;
+    let _ = plan.apply(|node| {
+        let shape_ok = matches!(
+            node,
+            LogicalPlan::Projection(_)
+                | LogicalPlan::Filter(_)
+                | LogicalPlan::Aggregate(_)
+                | LogicalPlan::Window(_)
+                | LogicalPlan::Sort(_)
+                | LogicalPlan::Distinct(_)
+                | LogicalPlan::SubqueryAlias(_)
+                | LogicalPlan::TableScan(_)
+                | LogicalPlan::EmptyRelation(_)
+                | LogicalPlan::Values(_)
+                | LogicalPlan::Explain(_)
+                | LogicalPlan::Analyze(_)
+        );
+        let no_subquery = node.expressions().iter().all(|e| {
+            !e.exists(|e| {
+                Ok(matches!(
+                    e,
+                    Expr::ScalarSubquery(_)
+                        | Expr::Exists(_)
+                        | Expr::InSubquery(_)
+                        | Expr::SetComparison(_)
+                        | Expr::OuterReferenceColumn(..)
+                ))
+            })
+            .unwrap_or(true)
+        });
+        simple = shape_ok && no_subquery;
+        Ok(if simple {
+            TreeNodeRecursion::Continue
+        } else {
+            TreeNodeRecursion::Stop
+        })
+    });
+    simple
+}
+
 /// The block files a plan reads, named as DataFusion's object store names them.
 fn scanned_files(plan: &Arc<dyn ExecutionPlan>) -> Arc<Vec<String>> {
     fn walk(plan: &Arc<dyn ExecutionPlan>, out: &mut Vec<String>) {
@@ -583,6 +634,9 @@ async fn run_to_channel(
         let (mut state, plan) = frame.into_parts();
         if scanned_rows(&plan) <= SMALL_SCAN_ROWS {
             state.config_mut().options_mut().execution.target_partitions = 1;
+        }
+        if single_pass_shape(&plan) {
+            state.config_mut().options_mut().optimizer.max_passes = 1;
         }
         let task = state.task_ctx();
         let plan = state.create_physical_plan(&plan).await?;

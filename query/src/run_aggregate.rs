@@ -325,6 +325,8 @@ impl RunGroups {
             self.group_values.intern(&firsts, &mut self.run_groups)?;
             self.interned_rows.add(ranges.len());
             self.row_groups.clear();
+            // One allocation for the batch, not a doubling per run.
+            self.row_groups.reserve(rows);
             for (range, &group) in ranges.iter().zip(&self.run_groups) {
                 self.row_groups
                     .extend(std::iter::repeat_n(group, range.len()));

@@ -1146,3 +1146,76 @@ async fn exact_pushdown_replaces_datafusions_filter_and_keeps_sql_semantics_at_t
         assert!(plan.contains("FilterExec"), "{sql}: {plan}");
     }
 }
+
+#[tokio::test]
+async fn one_optimizer_pass_gives_the_plan_of_three_on_single_table_shapes() {
+    let engine = engine();
+    let window = "timestamp >= to_timestamp_millis(0) AND timestamp < to_timestamp_millis(10000)";
+    let single = [
+        // The query benchmark's four questions, on this head's columns.
+        format!(
+            "SELECT t, job, sum(r) AS value FROM (
+               SELECT * EXCLUDE (timestamp, value), date_bin(INTERVAL '5 minutes', timestamp) AS t,
+                      rate(value, timestamp) AS r
+               FROM node_cpu_seconds_total WHERE {window} GROUP BY ALL)
+             GROUP BY t, job ORDER BY t, job"
+        ),
+        "SELECT instance, max(value) AS value FROM node_cpu_seconds_total
+         WHERE timestamp > to_timestamp_millis(5000) AND timestamp <= to_timestamp_millis(9000)
+         GROUP BY instance ORDER BY instance"
+            .to_string(),
+        format!(
+            "WITH per_series AS (
+               SELECT * EXCLUDE (timestamp, value), date_bin(INTERVAL '5 minutes', timestamp) AS t,
+                      increase(value, timestamp) AS n
+               FROM node_cpu_seconds_total WHERE {window} GROUP BY ALL),
+             per_le AS (SELECT t, mode AS le, sum(n) AS n FROM per_series GROUP BY t, mode)
+             SELECT t, histogram_quantile(0.99, le, n) AS value FROM per_le GROUP BY t ORDER BY t"
+        ),
+        "SELECT * EXCLUDE (timestamp, value), last_value(value ORDER BY timestamp) AS value
+         FROM node_cpu_seconds_total WHERE timestamp > now() - INTERVAL '5 minutes' GROUP BY ALL"
+            .to_string(),
+        // Other single-table shapes: nested filters and projections, OR and casts, windows,
+        // DISTINCT, HAVING, system tables, VALUES.
+        "SELECT cpu, v FROM (SELECT cpu, value * 2 AS v, timestamp FROM node_cpu_seconds_total
+           WHERE mode = 'idle') WHERE v > 10 AND (cpu = '0' OR cpu IN ('1', '2'))
+           AND CAST(timestamp AS BIGINT) > 1000 ORDER BY v DESC"
+            .to_string(),
+        "SELECT cpu, value - lag(value) OVER (PARTITION BY cpu, mode ORDER BY timestamp) AS d
+         FROM node_cpu_seconds_total WHERE job = 'node' AND 1 = 1"
+            .to_string(),
+        "SELECT DISTINCT mode FROM node_cpu_seconds_total WHERE cpu <> '1'".to_string(),
+        "SELECT cpu, count(*) AS n FROM node_cpu_seconds_total GROUP BY cpu
+         HAVING count(*) > 1 ORDER BY n, cpu"
+            .to_string(),
+        "SELECT metric, count(*) FROM system.series GROUP BY metric".to_string(),
+        "SELECT column1 + 1 FROM (VALUES (1), (2)) WHERE column1 > 1".to_string(),
+    ];
+    for sql in &single {
+        let planned = engine.plan(sql).await.unwrap();
+        let (mut state, plan) = planned.frame.into_parts();
+        assert!(single_pass_shape(&plan), "{sql}");
+        let three = state.optimize(&plan).unwrap();
+        state.config_mut().options_mut().optimizer.max_passes = 1;
+        let one = state.optimize(&plan).unwrap();
+        assert_eq!(
+            one.display_indent_schema().to_string(),
+            three.display_indent_schema().to_string(),
+            "{sql}"
+        );
+    }
+    // Joins, unions, subqueries and limits keep every pass (a second pass folds this limit
+    // into the sort).
+    for sql in [
+        "SELECT cpu FROM node_cpu_seconds_total ORDER BY value DESC LIMIT 3",
+        "SELECT a.cpu FROM node_cpu_seconds_total a JOIN up b ON a.job = b.job",
+        "SELECT job FROM up UNION ALL SELECT job FROM node_cpu_seconds_total",
+        "SELECT cpu FROM node_cpu_seconds_total WHERE value > (SELECT avg(value) FROM up)",
+        "SELECT cpu FROM node_cpu_seconds_total WHERE job IN (SELECT job FROM up)",
+        "SELECT cpu FROM node_cpu_seconds_total n WHERE EXISTS
+           (SELECT 1 FROM up u WHERE u.job = n.job)",
+    ] {
+        let planned = engine.plan(sql).await.unwrap();
+        assert!(!single_pass_shape(planned.frame.logical_plan()), "{sql}");
+    }
+}
