@@ -45,9 +45,10 @@ use datafusion::datasource::physical_plan::FileScanConfig;
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::datasource::source_as_provider;
 use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::TaskContext;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
-use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
@@ -271,6 +272,11 @@ struct Limits {
     memory_limit: ByteSize,
     max_concurrent: usize,
     slots: Arc<Semaphore>,
+    /// What execution reads of the session (settings, functions, runtime), built once for
+    /// every core and once for one partition (see [`SMALL_SCAN_ROWS`]).
+    /// `SessionState::task_ctx` would copy every function registry for each query, and
+    /// nothing in it differs between queries: clients cannot change settings or functions.
+    tasks: [Arc<TaskContext>; 2],
 }
 
 impl Drop for Limits {
@@ -293,7 +299,14 @@ pub fn on_query_thread_start(hook: fn()) {
 }
 
 impl Limits {
-    fn new(config: &QueryConfig) -> Result<Self, QueryError> {
+    fn new(config: &QueryConfig, state: &SessionState) -> Result<Self, QueryError> {
+        let mut narrow = state.clone();
+        narrow
+            .config_mut()
+            .options_mut()
+            .execution
+            .target_partitions = 1;
+        let tasks = [state.task_ctx(), narrow.task_ctx()];
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
         let mut builder = tokio::runtime::Builder::new_multi_thread();
         builder
@@ -313,6 +326,7 @@ impl Limits {
             memory_limit: config.memory_limit,
             max_concurrent: config.max_concurrent,
             slots: Arc::new(Semaphore::new(config.max_concurrent)),
+            tasks,
         })
     }
 
@@ -635,13 +649,14 @@ async fn run_to_channel(
     let mut files = Arc::new(Vec::new());
     let work = async {
         let (mut state, plan) = frame.into_parts();
-        if scanned_rows(&plan) <= SMALL_SCAN_ROWS {
+        let narrow = scanned_rows(&plan) <= SMALL_SCAN_ROWS;
+        if narrow {
             state.config_mut().options_mut().execution.target_partitions = 1;
         }
         if single_pass_shape(&plan) {
             state.config_mut().options_mut().optimizer.max_passes = 1;
         }
-        let task = state.task_ctx();
+        let task = Arc::clone(&limits.tasks[usize::from(narrow)]);
         let plan = state.create_physical_plan(&plan).await?;
         files = scanned_files(&plan);
         let mut stream = datafusion::physical_plan::execute_stream(plan, task)?;
@@ -726,11 +741,12 @@ impl QueryEngine {
             CATALOG,
             Arc::new(ArrowheadCatalog::new(head, blocks.clone(), targets)),
         );
+        let limits = Arc::new(Limits::new(config, &ctx.state())?);
         Ok(Self {
             ctx,
             metrics,
             blocks,
-            limits: Arc::new(Limits::new(config)?),
+            limits,
             kept: Arc::default(),
             started: Arc::default(),
         })
