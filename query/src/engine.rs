@@ -263,7 +263,8 @@ pub struct QueryEngine {
     started: Arc<StartedQueries>,
 }
 
-/// The execution side shared by every clone of an engine: the query runtime and the limits.
+/// The execution side shared by every clone of an engine: the query runtime, the limits and
+/// the task contexts queries execute with.
 struct Limits {
     /// The runtime queries execute on; shut down in the background when the last engine goes.
     runtime: Option<tokio::runtime::Runtime>,
