@@ -274,10 +274,12 @@ struct Limits {
     max_concurrent: usize,
     slots: Arc<Semaphore>,
     /// What execution reads of the session (settings, functions, runtime), built once for
-    /// every core and once for one partition (see [`SMALL_SCAN_ROWS`]).
-    /// `SessionState::task_ctx` would copy every function registry for each query, and
-    /// nothing in it differs between queries: clients cannot change settings or functions.
-    tasks: [Arc<TaskContext>; 2],
+    /// every core (`wide_task`) and once for one partition (`narrow_task`, see
+    /// [`SMALL_SCAN_ROWS`]). `SessionState::task_ctx` would copy every function registry for
+    /// each query, and nothing in it differs between queries: clients cannot change settings
+    /// or functions.
+    wide_task: Arc<TaskContext>,
+    narrow_task: Arc<TaskContext>,
 }
 
 impl Drop for Limits {
@@ -307,7 +309,6 @@ impl Limits {
             .options_mut()
             .execution
             .target_partitions = 1;
-        let tasks = [state.task_ctx(), narrow.task_ctx()];
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
         let mut builder = tokio::runtime::Builder::new_multi_thread();
         builder
@@ -327,7 +328,8 @@ impl Limits {
             memory_limit: config.memory_limit,
             max_concurrent: config.max_concurrent,
             slots: Arc::new(Semaphore::new(config.max_concurrent)),
-            tasks,
+            wide_task: state.task_ctx(),
+            narrow_task: narrow.task_ctx(),
         })
     }
 
@@ -398,9 +400,18 @@ fn scanned_rows(plan: &LogicalPlan) -> u64 {
 fn single_pass_shape(plan: &LogicalPlan) -> bool {
     use datafusion::common::tree_node::TreeNode;
     use datafusion::logical_expr::Expr;
-    let mut simple = true;
-    let _ = plan.apply(|node| {
-        let shape_ok = matches!(
+    let subquery = |e: &Expr| {
+        matches!(
+            e,
+            Expr::ScalarSubquery(_)
+                | Expr::Exists(_)
+                | Expr::InSubquery(_)
+                | Expr::SetComparison(_)
+                | Expr::OuterReferenceColumn(..)
+        )
+    };
+    let other = plan.exists(|node| {
+        let shape = matches!(
             node,
             LogicalPlan::Projection(_)
                 | LogicalPlan::Filter(_)
@@ -415,27 +426,13 @@ fn single_pass_shape(plan: &LogicalPlan) -> bool {
                 | LogicalPlan::Explain(_)
                 | LogicalPlan::Analyze(_)
         );
-        let no_subquery = node.expressions().iter().all(|e| {
-            !e.exists(|e| {
-                Ok(matches!(
-                    e,
-                    Expr::ScalarSubquery(_)
-                        | Expr::Exists(_)
-                        | Expr::InSubquery(_)
-                        | Expr::SetComparison(_)
-                        | Expr::OuterReferenceColumn(..)
-                ))
-            })
-            .unwrap_or(true)
-        });
-        simple = shape_ok && no_subquery;
-        Ok(if simple {
-            TreeNodeRecursion::Continue
-        } else {
-            TreeNodeRecursion::Stop
-        })
+        Ok(!shape
+            || node
+                .expressions()
+                .iter()
+                .any(|e| e.exists(|e| Ok(subquery(e))).unwrap_or(true)))
     });
-    simple
+    !other.unwrap_or(true)
 }
 
 /// The block files a plan reads, named as DataFusion's object store names them.
@@ -657,7 +654,11 @@ async fn run_to_channel(
         if single_pass_shape(&plan) {
             state.config_mut().options_mut().optimizer.max_passes = 1;
         }
-        let task = Arc::clone(&limits.tasks[usize::from(narrow)]);
+        let task = Arc::clone(if narrow {
+            &limits.narrow_task
+        } else {
+            &limits.wide_task
+        });
         let plan = state.create_physical_plan(&plan).await?;
         files = scanned_files(&plan);
         let mut stream = datafusion::physical_plan::execute_stream(plan, task)?;
