@@ -25,9 +25,13 @@
 //! nothing is kept and every query decodes.
 //!
 //! Pruning and filtering: row groups whose timestamp statistics miss the pushed-down time
-//! range are skipped; inside a row group the time range and label matchers ([`Pushdown`])
-//! become a row mask, applied before label columns are turned into views. DataFusion's filter
-//! above the scan still checks every `WHERE` conjunct (they are pushed down as `Inexact`).
+//! range are skipped, and those whose statistics lie inside it need no time mask (nor their
+//! timestamps, unless the query reads them: a scan over whole blocks, as a 2 h rate is,
+//! reads no timestamp only to compare it). Inside a row group the time range, where needed,
+//! and the label matchers ([`Pushdown`]) become a row mask, applied before label columns are
+//! turned into views. The masks are exact: conjuncts that say exactly what the pushdown does
+//! have no `FilterExec` above the scan (see `scan.rs`), so statistics are trusted only where
+//! they are exact and count no NULL timestamp.
 //!
 //! Reads are `pread`s on the query thread, as before this module existed: block files are
 //! local, small and nearly always in the page cache, and a hand-off to the blocking pool cost
@@ -464,16 +468,20 @@ impl PartitionReader {
             let mine = self.unit % self.partitions == self.partition;
             self.row_group += 1;
             self.unit += 1;
-            let may_match = mine && self.time_may_match(&open, row_group);
+            let cover = if mine {
+                self.time_cover(&open, row_group)
+            } else {
+                TimeCover::Partly
+            };
             self.open = Some(open);
             if !mine {
                 continue;
             }
-            if !may_match {
+            if cover == TimeCover::Outside {
                 self.pruned.add(1);
                 continue;
             }
-            if let Some(batch) = self.read_row_group(row_group)? {
+            if let Some(batch) = self.read_row_group(row_group, cover == TimeCover::Inside)? {
                 let rows = batch.num_rows();
                 let mut offset = 0;
                 while offset < rows {
@@ -520,28 +528,43 @@ impl PartitionReader {
         })
     }
 
-    /// False when the row group's timestamp statistics show no row in the pushed-down range.
-    fn time_may_match(&self, open: &OpenFile, row_group: usize) -> bool {
+    /// Where the row group's rows lie against the pushed-down time range, by its timestamp
+    /// statistics: `Outside` (pruned), `Inside` (every row in range: no time mask to compute,
+    /// and no timestamps to read unless the query wants them), or `Partly` (masked row by
+    /// row; also when the statistics are missing, inexact, or count NULL timestamps).
+    fn time_cover(&self, open: &OpenFile, row_group: usize) -> TimeCover {
         let time = self.pushdown.time;
         if time.is_unbounded() {
-            return true;
+            return TimeCover::Inside;
         }
         let Ok(index) = open.footer.schema().index_of(TIMESTAMP_COLUMN) else {
-            return true;
+            return TimeCover::Partly;
         };
         let column = open.footer.metadata().row_group(row_group).column(index);
-        match column.statistics() {
-            Some(ParquetStatistics::Int64(s)) => match (s.min_opt(), s.max_opt()) {
-                (Some(&min), Some(&max)) => max >= time.start && min <= time.end,
-                _ => true,
-            },
-            _ => true,
+        let Some(ParquetStatistics::Int64(s)) = column.statistics() else {
+            return TimeCover::Partly;
+        };
+        let (Some(&min), Some(&max)) = (s.min_opt(), s.max_opt()) else {
+            return TimeCover::Partly;
+        };
+        if max < time.start || min > time.end {
+            TimeCover::Outside
+        } else if time.start <= min
+            && max <= time.end
+            && s.min_is_exact()
+            && s.max_is_exact()
+            && s.null_count_opt() == Some(0)
+        {
+            TimeCover::Inside
+        } else {
+            TimeCover::Partly
         }
     }
 
     /// The rows of one row group that pass the pushdown, in the scan's schema; `None` when
-    /// none pass.
-    fn read_row_group(&mut self, row_group: usize) -> Result<Option<RecordBatch>> {
+    /// none pass. `in_time`: the row group lies inside the time range ([`TimeCover::Inside`]),
+    /// so only the label matchers mask.
+    fn read_row_group(&mut self, row_group: usize, in_time: bool) -> Result<Option<RecordBatch>> {
         let open = self.open.as_ref().expect("a file is open");
         let file_schema = Arc::clone(open.footer.schema());
         let rows =
@@ -553,7 +576,7 @@ impl PartitionReader {
             .iter()
             .filter_map(|f| file_schema.index_of(f.name()).ok())
             .collect();
-        let time_column = (!self.pushdown.time.is_unbounded())
+        let time_column = (!in_time)
             .then(|| file_schema.index_of(TIMESTAMP_COLUMN).ok())
             .flatten();
         wanted.extend(time_column);
@@ -627,7 +650,7 @@ impl PartitionReader {
                     .display()
             ))
         };
-        if !self.pushdown.time.is_unbounded() {
+        if !in_time {
             let array = time_column
                 .and_then(|c| columns[c].as_ref())
                 .ok_or_else(|| unexpected("no timestamp column"))?;
@@ -750,6 +773,18 @@ impl PartitionReader {
             )
             .collect()
     }
+}
+
+/// How a row group's timestamps lie against a scan's time range (see
+/// `PartitionReader::time_cover`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TimeCover {
+    /// No row in range: the row group is skipped.
+    Outside,
+    /// Some rows may be in range: a mask is computed.
+    Partly,
+    /// Every row in range (or no range): nothing to mask by time.
+    Inside,
 }
 
 /// Rows of a millisecond timestamp column inside `time`; `None` for another type.
@@ -1058,6 +1093,47 @@ mod tests {
             .collect();
         out.sort_by(f64::total_cmp);
         out
+    }
+
+    #[tokio::test]
+    async fn a_row_group_inside_the_time_range_is_neither_masked_nor_read_for_its_timestamps() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = write_file(dir.path());
+        let cache = Arc::new(BlockCache::new(1 << 20));
+        let schema = table(&["host", "value"], &[]);
+        // Row groups hold 0-3 s, 4-7 s and 8-11 s. From 4 s to 9 s: the first is pruned, the
+        // second lies inside (no timestamps read), the third is masked by its timestamps.
+        let pushdown = Pushdown {
+            time: TimeRange {
+                start: 4000,
+                end: 9000,
+            },
+            matchers: Vec::new(),
+        };
+        let (out, exec) = scan(&file, Arc::clone(&schema), pushdown, None, &cache).await;
+        assert_eq!(
+            values(&out.unwrap(), "value"),
+            vec![4.0, 5.0, 6.0, 7.0, 8.0, 9.0]
+        );
+        assert_eq!(metric(&exec, "row_groups_pruned"), 1);
+        assert_eq!(
+            metric(&exec, "cache_misses"),
+            5,
+            "host and value of two row groups, timestamps of the third alone"
+        );
+
+        // One millisecond short of the second row group's last sample: it is masked again.
+        let pushdown = Pushdown {
+            time: TimeRange {
+                start: 4000,
+                end: 6999,
+            },
+            matchers: Vec::new(),
+        };
+        let (out, exec) = scan(&file, Arc::clone(&schema), pushdown, None, &cache).await;
+        assert_eq!(values(&out.unwrap(), "value"), vec![4.0, 5.0, 6.0]);
+        assert_eq!(metric(&exec, "cache_misses"), 1, "the second's timestamps");
+        assert_eq!(metric(&exec, "row_groups_pruned"), 2);
     }
 
     #[tokio::test]
