@@ -468,15 +468,11 @@ impl PartitionReader {
             let mine = self.unit % self.partitions == self.partition;
             self.row_group += 1;
             self.unit += 1;
-            let cover = if mine {
-                self.time_cover(&open, row_group)
-            } else {
-                TimeCover::Partly
-            };
+            let cover = mine.then(|| self.time_cover(&open, row_group));
             self.open = Some(open);
-            if !mine {
+            let Some(cover) = cover else {
                 continue;
-            }
+            };
             if cover == TimeCover::Outside {
                 self.pruned.add(1);
                 continue;
@@ -1095,6 +1091,14 @@ mod tests {
         out
     }
 
+    /// A pushdown of the time range `start..=end` (ms) alone.
+    fn time_only(start: i64, end: i64) -> Pushdown {
+        Pushdown {
+            time: TimeRange { start, end },
+            matchers: Vec::new(),
+        }
+    }
+
     #[tokio::test]
     async fn a_row_group_inside_the_time_range_is_neither_masked_nor_read_for_its_timestamps() {
         let dir = tempfile::tempdir().unwrap();
@@ -1103,13 +1107,7 @@ mod tests {
         let schema = table(&["host", "value"], &[]);
         // Row groups hold 0-3 s, 4-7 s and 8-11 s. From 4 s to 9 s: the first is pruned, the
         // second lies inside (no timestamps read), the third is masked by its timestamps.
-        let pushdown = Pushdown {
-            time: TimeRange {
-                start: 4000,
-                end: 9000,
-            },
-            matchers: Vec::new(),
-        };
+        let pushdown = time_only(4000, 9000);
         let (out, exec) = scan(&file, Arc::clone(&schema), pushdown, None, &cache).await;
         assert_eq!(
             values(&out.unwrap(), "value"),
@@ -1123,13 +1121,7 @@ mod tests {
         );
 
         // One millisecond short of the second row group's last sample: it is masked again.
-        let pushdown = Pushdown {
-            time: TimeRange {
-                start: 4000,
-                end: 6999,
-            },
-            matchers: Vec::new(),
-        };
+        let pushdown = time_only(4000, 6999);
         let (out, exec) = scan(&file, Arc::clone(&schema), pushdown, None, &cache).await;
         assert_eq!(values(&out.unwrap(), "value"), vec![4.0, 5.0, 6.0]);
         assert_eq!(metric(&exec, "cache_misses"), 1, "the second's timestamps");
