@@ -50,6 +50,8 @@ use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
 use datafusion::logical_expr::LogicalPlan;
+use datafusion::optimizer::Optimizer;
+use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext};
@@ -435,6 +437,15 @@ fn single_pass_shape(plan: &LogicalPlan) -> bool {
     !other.unwrap_or(true)
 }
 
+/// Whether `plan` computes a window function. Such plans keep every physical rule (see
+/// [`crate::plan_rules`]): a filter on a window's row number is turned into a per-partition
+/// top-k by a rule that looks for windows.
+fn has_window(plan: &LogicalPlan) -> bool {
+    use datafusion::common::tree_node::TreeNode;
+    plan.exists(|node| Ok(matches!(node, LogicalPlan::Window(_))))
+        .unwrap_or(true)
+}
+
 /// The block files a plan reads, named as DataFusion's object store names them.
 fn scanned_files(plan: &Arc<dyn ExecutionPlan>) -> Arc<Vec<String>> {
     fn walk(plan: &Arc<dyn ExecutionPlan>, out: &mut Vec<String>) {
@@ -653,6 +664,9 @@ async fn run_to_channel(
         }
         if single_pass_shape(&plan) {
             state.config_mut().options_mut().optimizer.max_passes = 1;
+            if narrow && !has_window(&plan) {
+                crate::plan_rules::mark_single_table(&mut state, true);
+            }
         }
         let task = Arc::clone(if narrow {
             &limits.narrow_task
@@ -731,6 +745,10 @@ impl QueryEngine {
             .with_config(session)
             .with_runtime_env(runtime)
             .with_default_features()
+            .with_optimizer_rules(crate::plan_rules::skippable_logical(Optimizer::new().rules))
+            .with_physical_optimizer_rules(crate::plan_rules::skippable(
+                PhysicalOptimizer::new().rules,
+            ))
             .with_physical_optimizer_rule(Arc::new(RunAggregateRule))
             .build();
         let ctx = SessionContext::new_with_state(state);

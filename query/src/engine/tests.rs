@@ -1147,11 +1147,10 @@ async fn exact_pushdown_replaces_datafusions_filter_and_keeps_sql_semantics_at_t
     }
 }
 
-#[tokio::test]
-async fn one_optimizer_pass_gives_the_plan_of_three_on_single_table_shapes() {
-    let engine = engine();
+/// The query benchmark's four questions and other single-table shapes, on [`head`]'s tables.
+fn single_table_shapes() -> Vec<String> {
     let window = "timestamp >= to_timestamp_millis(0) AND timestamp < to_timestamp_millis(10000)";
-    let single = [
+    [
         // The query benchmark's four questions, on this head's columns.
         format!(
             "SELECT t, job, sum(r) AS value FROM (
@@ -1190,8 +1189,14 @@ async fn one_optimizer_pass_gives_the_plan_of_three_on_single_table_shapes() {
             .to_string(),
         "SELECT metric, count(*) FROM system.series GROUP BY metric".to_string(),
         "SELECT column1 + 1 FROM (VALUES (1), (2)) WHERE column1 > 1".to_string(),
-    ];
-    for sql in &single {
+    ]
+    .into()
+}
+
+#[tokio::test]
+async fn one_optimizer_pass_gives_the_plan_of_three_on_single_table_shapes() {
+    let engine = engine();
+    for sql in &single_table_shapes() {
         let planned = engine.plan(sql).await.unwrap();
         let (mut state, plan) = planned.frame.into_parts();
         assert!(single_pass_shape(&plan), "{sql}");
@@ -1218,4 +1223,83 @@ async fn one_optimizer_pass_gives_the_plan_of_three_on_single_table_shapes() {
         let planned = engine.plan(sql).await.unwrap();
         assert!(!single_pass_shape(planned.frame.logical_plan()), "{sql}");
     }
+}
+
+/// The plans of `frame` for one partition, with the single-table mark set or not: the
+/// optimized logical plan, the names of its physical operators (sorted: the requirements rule moves a sort below a projection that
+/// only renames, which changes no answer) and its answer.
+async fn narrow_physical_plan(frame: &DataFrame, marked: bool) -> (String, String, String) {
+    fn operators(plan: &Arc<dyn ExecutionPlan>, out: &mut Vec<String>) {
+        out.push(plan.name().to_string());
+        for child in plan.children() {
+            operators(child, out);
+        }
+    }
+    let (mut state, plan) = frame.clone().into_parts();
+    let options = state.config_mut().options_mut();
+    options.execution.target_partitions = 1;
+    options.optimizer.max_passes = 1;
+    crate::plan_rules::mark_single_table(&mut state, marked);
+    let logical = state
+        .optimize(&plan)
+        .unwrap()
+        .display_indent_schema()
+        .to_string();
+    let plan = state.create_physical_plan(&plan).await.unwrap();
+    let mut lines = Vec::new();
+    operators(&plan, &mut lines);
+    lines.sort();
+    let batches = datafusion::physical_plan::collect(plan, state.task_ctx())
+        .await
+        .unwrap();
+    let answer = arrow::util::pretty::pretty_format_batches(&batches)
+        .unwrap()
+        .to_string();
+    (logical, lines.join("\n"), answer)
+}
+
+#[tokio::test]
+async fn skipped_rules_keep_the_plans_and_answers_of_narrow_single_table_queries() {
+    let engine = engine();
+    let mut marked = 0;
+    for sql in &single_table_shapes() {
+        let planned = engine.plan(sql).await.unwrap();
+        let plan = planned.frame.logical_plan();
+        assert!(single_pass_shape(plan), "{sql}");
+        if has_window(plan) {
+            continue;
+        }
+        marked += 1;
+        assert_eq!(
+            narrow_physical_plan(&planned.frame, true).await,
+            narrow_physical_plan(&planned.frame, false).await,
+            "{sql}"
+        );
+    }
+    assert!(marked >= 8, "{marked}");
+    // A table over head and blocks, and aggregates that need their input sorted: whatever
+    // the scan's partitions, the requirements rule still runs where one is unmet.
+    let dir = tempfile::tempdir().unwrap();
+    let e = head_and_blocks(dir.path());
+    for sql in [
+        "SELECT host, max(value) FROM m GROUP BY host ORDER BY host",
+        "SELECT host, array_agg(value ORDER BY timestamp DESC) AS v FROM m GROUP BY host \
+         ORDER BY host",
+        "SELECT * EXCLUDE (timestamp, value), last_value(value ORDER BY timestamp) AS value \
+         FROM m GROUP BY ALL ORDER BY host, zone, rack",
+    ] {
+        let frame = e.plan(sql).await.unwrap().frame;
+        assert_eq!(
+            narrow_physical_plan(&frame, true).await,
+            narrow_physical_plan(&frame, false).await,
+            "{sql}"
+        );
+    }
+    let sql = "SELECT host, array_agg(value ORDER BY timestamp DESC) AS v FROM m GROUP BY host \
+               ORDER BY host";
+    let (_, _, answer) = narrow_physical_plan(&e.plan(sql).await.unwrap().frame, true).await;
+    assert!(
+        answer.contains("| a    | [14.0, 13.0, 12.0, 11.0, 10.0, 9.0, 8.0, 7.0, 6.0, 5.0, 4.0, 3.0, 2.0, 1.0, 0.0] |"),
+        "{answer}"
+    );
 }
