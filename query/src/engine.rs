@@ -664,6 +664,8 @@ async fn run_to_channel(
         }
         if single_pass_shape(&plan) {
             state.config_mut().options_mut().optimizer.max_passes = 1;
+            // Small enough for one partition and with no window: the rules that only
+            // rewrite joins, unions, subqueries, limits and windows can be skipped.
             if narrow && !has_window(&plan) {
                 crate::plan_rules::mark_single_table(&mut state, true);
             }
