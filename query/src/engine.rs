@@ -363,8 +363,8 @@ impl std::fmt::Debug for QueryEngine {
     }
 }
 
-/// A query whose metric tables hold at most this many rows (head and blocks, before any
-/// filter) is planned for one partition. A block file is split between cores only by row
+/// A query that reads at most this many rows of metric tables (in the block files and head
+/// chunks its time range meets, before any other filter) is planned for one partition. A block file is split between cores only by row
 /// group, and row groups are 128 Ki rows (storage's `ROW_GROUP_ROWS`), so such a table is read
 /// by one core anyway: more partitions would only add a repartition, a second aggregation
 /// stage and a merge. Measured on the query benchmark's max-per-instance over 1 h (13,200 of
@@ -372,8 +372,10 @@ impl std::fmt::Debug for QueryEngine {
 /// keep every core: the per-series rate (1.6 M rows) took 63 ms on one partition against 47.
 const SMALL_SCAN_ROWS: u64 = 128 * 1024;
 
-/// Rows in the metric tables `plan` scans (subqueries included), as their block metadata
-/// and the head count them.
+/// Rows of the metric tables `plan` scans (subqueries included) in the block files and head
+/// chunks that the time range pushed into each scan meets, as block metadata and the head
+/// count them. `plan` is an optimized plan: filters are pushed into the scans by then, so a
+/// short range over a long history counts only the blocks it reads.
 fn scanned_rows(plan: &LogicalPlan) -> u64 {
     let mut rows = 0u64;
     let _ = plan.apply_with_subqueries(|node| {
@@ -381,7 +383,7 @@ fn scanned_rows(plan: &LogicalPlan) -> u64 {
             && let Ok(provider) = source_as_provider(&scan.source)
             && let Some(table) = provider.downcast_ref::<MetricTable>()
         {
-            rows = rows.saturating_add(table.rows());
+            rows = rows.saturating_add(table.rows_in(&scan.filters));
         }
         Ok(TreeNodeRecursion::Continue)
     });
@@ -658,24 +660,31 @@ async fn run_to_channel(
     let mut files = Arc::new(Vec::new());
     let work = async {
         let (mut state, plan) = frame.into_parts();
+        if single_pass_shape(&plan) {
+            state.config_mut().options_mut().optimizer.max_passes = 1;
+            // No window either: the rules that only rewrite joins, unions, subqueries, limits
+            // and windows can be skipped (see `crate::plan_rules`).
+            if !has_window(&plan) {
+                crate::plan_rules::mark_single_table(&mut state, true);
+            }
+        }
+        // What `SessionState::create_physical_plan` does, in two steps: the partitions are
+        // chosen on the optimized plan, whose scans hold the time range (the logical rules do
+        // not read the partition count).
+        let plan = state.optimize(&plan)?;
         let narrow = scanned_rows(&plan) <= SMALL_SCAN_ROWS;
         if narrow {
             state.config_mut().options_mut().execution.target_partitions = 1;
-        }
-        if single_pass_shape(&plan) {
-            state.config_mut().options_mut().optimizer.max_passes = 1;
-            // Small enough for one partition and with no window: the rules that only
-            // rewrite joins, unions, subqueries, limits and windows can be skipped.
-            if narrow && !has_window(&plan) {
-                crate::plan_rules::mark_single_table(&mut state, true);
-            }
         }
         let task = Arc::clone(if narrow {
             &limits.narrow_task
         } else {
             &limits.wide_task
         });
-        let plan = state.create_physical_plan(&plan).await?;
+        let plan = state
+            .query_planner()
+            .create_physical_plan(&plan, &state)
+            .await?;
         files = scanned_files(&plan);
         let mut stream = datafusion::physical_plan::execute_stream(plan, task)?;
         while let Some(batch) = stream.next().await {

@@ -1,26 +1,28 @@
 //! Which of DataFusion's optimizer rules a query runs.
 //!
 //! DataFusion runs some twenty-five logical and twenty physical rules on every plan. On the
-//! small single-table queries dashboards send most (a filter, an aggregate or two, a sort,
-//! over one partition; the engine's `run_to_channel` decides) many of them are walks that find
-//! nothing to do: the join, union, subquery, limit and window rules look for operators such a
-//! plan does not have, and `EnsureRequirements` finds every ordering and distribution
-//! requirement already met, since one partition is one distribution and the planner already
-//! put the `ORDER BY` sort in place. Each walk costs little when warm, but a dashboard's query
-//! usually arrives after an idle gap, when every line of planner code is a cache miss: the
-//! query benchmark's max over 1 h spends twice the CPU per query with gaps between queries as
-//! back to back.
+//! single-table queries dashboards send most (a filter, an aggregate or two, a sort) many of
+//! them are walks that find nothing to do: the join, union, subquery, limit and window rules
+//! look for operators such a plan does not have. When the query is small enough for one
+//! partition (the engine's `run_to_channel` decides), `EnsureRequirements` also finds every
+//! ordering and distribution requirement already met, since one partition is one distribution
+//! and the planner already put the `ORDER BY` sort in place. Each walk costs little when warm,
+//! but a dashboard's query usually arrives after an idle gap, when every line of planner code
+//! is a cache miss: the query benchmark's max over 1 h spends twice the CPU per query with
+//! gaps between queries as back to back.
 //!
-//! So the engine marks such queries ([`PlanSwitches::single_table`]) and the rules below act
-//! on the mark:
-//! - the logical rules in [`LOGICAL_SHAPE_ONLY`] and the physical ones in [`SHAPE_ONLY`], which
-//!   rewrite joins, unions, subqueries, limits and windows, are skipped: the mark is only set
-//!   on plans with none of those;
-//! - `EnsureRequirements` is skipped when DataFusion's own `SanityCheckPlan` finds every
-//!   requirement of the plan met. When one is not (an aggregate that needs sorted input, a
-//!   table read as head and blocks, two partitions, under a final aggregate), it runs as usual,
-//!   so a skipped rule never leaves a plan that gives a different answer. What skipping it
-//!   loses is tidiness: it would move the final sort below a projection that only renames.
+//! So the engine marks single-table queries ([`PlanSwitches::single_table`]) and the rules
+//! below act on the mark:
+//! - the logical rules in [`LOGICAL_SHAPE_ONLY`], which rewrite joins, unions, subqueries and
+//!   limits, are skipped: the mark is only set on plans with none of those;
+//! - on marked plans planned for one partition, the physical rules in [`SHAPE_ONLY`] (joins,
+//!   limits, windows) are skipped, and `EnsureRequirements` too when DataFusion's own
+//!   `SanityCheckPlan` finds every requirement of the plan met. When one is not (an aggregate
+//!   that needs sorted input, a table read as head and blocks, two partitions, under a final
+//!   aggregate), it runs as usual, so a skipped rule never leaves a plan that gives a
+//!   different answer. What skipping it loses is tidiness: it would move the final sort below
+//!   a projection that only renames. Plans for every core keep every physical rule: there
+//!   `EnsureRequirements` also spreads work over the cores.
 //!
 //! The other rules (expression simplification, filter and projection pushdown, partial/final
 //! aggregate merging, cooperative scheduling, the final sanity check and Arrowhead's own run
@@ -53,8 +55,8 @@ extensions_options! {
     /// Per-query planning switches the engine sets. Clients cannot set them: they run no
     /// `SET` statement.
     pub struct PlanSwitches {
-        /// The plan reads one partition of one table with no join, union, limit, window or
-        /// subquery, so the rules that act only on those may be skipped.
+        /// The plan reads one table with no join, union, limit, window or subquery, so the
+        /// rules that act only on those may be skipped.
         pub single_table: bool, default = false
     }
 }
@@ -195,6 +197,7 @@ struct Skippable {
 impl Skippable {
     fn skips(&self, plan: &Arc<dyn ExecutionPlan>, config: &ConfigOptions) -> bool {
         marked(config)
+            && config.execution.target_partitions == 1
             && match self.skip {
                 Skip::OnSingleTable => true,
                 Skip::OnSingleTableWhenMet => SanityCheckPlan::new()
@@ -284,8 +287,9 @@ mod tests {
             Arc::new(Named(REQUIREMENTS)),
             Arc::new(Named("ProjectionPushdown")),
         ]);
-        let runs = |rule: usize, plan: &Arc<dyn ExecutionPlan>, marked: bool| {
+        let runs_on = |rule: usize, plan: &Arc<dyn ExecutionPlan>, marked: bool, cores: usize| {
             let mut config = ConfigOptions::default();
+            config.execution.target_partitions = cores;
             if marked {
                 config
                     .extensions
@@ -298,6 +302,9 @@ mod tests {
             assert_eq!(direct, context);
             direct
         };
+        let runs = |rule, plan, marked| runs_on(rule, plan, marked, 1);
+        // Plans for more than one partition keep every rule.
+        assert!(runs_on(0, &met, true, 2) && runs_on(1, &met, true, 2));
         for rule in 0..3 {
             assert!(runs(rule, &met, false) && runs(rule, &unmet, false));
         }

@@ -125,13 +125,38 @@ impl MetricTable {
         })
     }
 
-    /// Rows of the table: in its block files and in the head, before any filter.
-    pub fn rows(&self) -> u64 {
-        let files: u64 = self.files.iter().map(|(_, f)| f.rows).sum();
+    /// Rows a scan with `filters` pushed down would read: those of the block files and head
+    /// chunks whose time range meets the filters' one (all of them without a time filter).
+    /// Whole files and chunks count, as the scans read them.
+    pub fn rows_in(&self, filters: &[Expr]) -> u64 {
+        let time = Pushdown::from_filters(filters, &self.schema).time;
+        if time.is_empty() {
+            return 0;
+        }
+        let meets = |min: i64, max: i64| max >= time.start && min <= time.end;
+        let files: u64 = self
+            .files
+            .iter()
+            .filter(|(_, f)| meets(f.min_timestamp, f.max_timestamp))
+            .map(|(_, f)| f.rows)
+            .sum();
+        // The head part of a scan starts where the blocks end (see `scan`).
+        let head_start = time.start.max(self.head_from);
         let head: usize = self
             .metric
             .as_ref()
-            .map_or(0, |m| m.snapshot().chunks().iter().map(|c| c.len()).sum());
+            .filter(|_| head_start <= time.end)
+            .map_or(0, |m| {
+                m.snapshot()
+                    .chunks()
+                    .iter()
+                    .filter(|c| {
+                        let (min, max) = c.time_bounds();
+                        max >= head_start && min <= time.end
+                    })
+                    .map(|c| c.len())
+                    .sum()
+            });
         files.saturating_add(head as u64)
     }
 

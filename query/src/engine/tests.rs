@@ -1303,3 +1303,84 @@ async fn skipped_rules_keep_the_plans_and_answers_of_narrow_single_table_queries
         "{answer}"
     );
 }
+
+/// Rows the optimized plan of `sql` reads, as the engine counts them to choose partitions.
+async fn rows_read(engine: &QueryEngine, sql: &str) -> u64 {
+    let (state, plan) = engine.plan(sql).await.unwrap().frame.into_parts();
+    scanned_rows(&state.optimize(&plan).unwrap())
+}
+
+#[tokio::test]
+async fn a_short_range_of_a_long_table_is_planned_for_one_partition() {
+    // 20 series × 7,000 samples, appended time first, so each 8 Ki-row head chunk holds ~410
+    // seconds of every series.
+    let head = Arc::new(Head::new(HeadConfig {
+        chunk_rows: 8192,
+        max_series: 0,
+    }));
+    let mut app = head.appender();
+    let series: Vec<_> = (0..20)
+        .map(|s| {
+            app.series(
+                "node_cpu_seconds_total",
+                &[("job", "node"), ("cpu", &s.to_string())],
+            )
+            .unwrap()
+        })
+        .collect();
+    for t in 0..7_000 {
+        for &r in &series {
+            app.append(r, 1_000 * t, t as f64);
+        }
+    }
+    app.commit().unwrap();
+    let e = QueryEngine::new(head, Arc::new(NoTargets), &QueryConfig::default()).unwrap();
+    let whole = "SELECT job, max(value) FROM node_cpu_seconds_total GROUP BY job";
+    let short = "SELECT job, max(value) FROM node_cpu_seconds_total
+                 WHERE timestamp >= to_timestamp_millis(6500000) GROUP BY job";
+    assert_eq!(rows_read(&e, whole).await, 140_000);
+    // The last 500 s are 10,000 rows; whole chunks count.
+    let rows = rows_read(&e, short).await;
+    assert!((10_000..=10_000 + 2 * 8192).contains(&rows), "{rows}");
+    assert_eq!(
+        rows_read(
+            &e,
+            "SELECT max(value) FROM node_cpu_seconds_total WHERE timestamp < to_timestamp_millis(0)"
+        )
+        .await,
+        0
+    );
+    let plan = plan_text(&run(&e, &format!("EXPLAIN {short}")).await.unwrap());
+    assert!(!plan.contains("RepartitionExec"), "{plan}");
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) > 1 {
+        let plan = plan_text(&run(&e, &format!("EXPLAIN {whole}")).await.unwrap());
+        assert!(plan.contains("RepartitionExec"), "{plan}");
+    }
+    assert_eq!(
+        scalar_f64(
+            &e,
+            "SELECT max(value) FROM node_cpu_seconds_total WHERE timestamp >= to_timestamp_millis(6500000)"
+        )
+        .await,
+        6_999.0
+    );
+
+    // Block files count only where the range meets them: `m` has 10 rows in its block (0–4 s)
+    // and the rest in the head.
+    let dir = tempfile::tempdir().unwrap();
+    let e = head_and_blocks(dir.path());
+    let all = rows_read(&e, "SELECT count(*) FROM m").await;
+    let late = rows_read(
+        &e,
+        "SELECT count(*) FROM m WHERE timestamp >= to_timestamp_millis(10000)",
+    )
+    .await;
+    let early = rows_read(
+        &e,
+        "SELECT count(*) FROM m WHERE timestamp < to_timestamp_millis(5000)",
+    )
+    .await;
+    // 10 block rows and 30 head rows; from 10 s, the head chunks holding 10–14 s; before
+    // 5 s, the block alone (the head is read from where the block ends).
+    assert_eq!((all, late, early), (40, 14, 10));
+}
