@@ -18,11 +18,11 @@
 //! - on marked plans planned for one partition, the physical rules in [`SHAPE_ONLY`] (joins,
 //!   limits, windows) are skipped, and `EnsureRequirements` too when DataFusion's own
 //!   `SanityCheckPlan` finds every requirement of the plan met. When one is not (an aggregate
-//!   that needs sorted input, a table read as head and blocks, two partitions, under a final
-//!   aggregate), it runs as usual, so a skipped rule never leaves a plan that gives a
-//!   different answer. What skipping it loses is tidiness: it would move the final sort below
-//!   a projection that only renames. Plans for every core keep every physical rule: there
-//!   `EnsureRequirements` also spreads work over the cores.
+//!   that needs sorted input, such as `array_agg(value ORDER BY timestamp)`), it runs as
+//!   usual, so a skipped rule never leaves a plan that gives a different answer. What
+//!   skipping it loses is tidiness: it would move the final sort below a projection that only
+//!   renames. Plans for every core keep every physical rule: there `EnsureRequirements` also
+//!   spreads work over the cores.
 //!
 //! The other rules (expression simplification, filter and projection pushdown, partial/final
 //! aggregate merging, cooperative scheduling, the final sanity check and Arrowhead's own run

@@ -1,8 +1,9 @@
 //! Metric tables: a DataFusion [`TableProvider`] over one metric, spanning the head (read by
 //! the [`HeadScanExec`] plan node) and the metric's Parquet files in blocks (local ones read by
 //! [`BlockScanExec`] through the block cache, remote ones by DataFusion's Parquet source),
-//! united by a `UnionExec`. The head part is read only from the block view's `head_from` on,
-//! so no row is seen twice.
+//! united by a `UnionExec`, or read in turn by a [`ChainExec`] when the query is planned for
+//! one partition. The head part is read only from the block view's `head_from` on, so no row
+//! is seen twice.
 //!
 //! Pushdown: DataFusion offers every `WHERE` conjunct to [`MetricTable::supports_filters_pushdown`].
 //! Two kinds are taken:
@@ -65,6 +66,9 @@ use storage::head::{
 use storage::head::{TIMESTAMP_COLUMN, VALUE_COLUMN};
 
 use crate::block_scan::{BlockCache, BlockFile, BlockScanExec};
+
+mod chain;
+pub use chain::ChainExec;
 
 /// One metric as a table: its rows in the head plus its files in blocks. The schema (the
 /// union of the label columns of both) is fixed when the table is resolved (at planning);
@@ -349,6 +353,10 @@ impl TableProvider for MetricTable {
         }
         if inputs.is_empty() {
             return Ok(Arc::new(EmptyExec::new(projected)));
+        }
+        // Planned for one partition, blocks and head are read in turn (see `ChainExec`).
+        if inputs.len() > 1 && state.config().target_partitions() == 1 {
+            return Ok(Arc::new(ChainExec::new(inputs, projected)));
         }
         UnionExec::try_new(inputs)
     }

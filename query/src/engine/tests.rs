@@ -1277,8 +1277,8 @@ async fn skipped_rules_keep_the_plans_and_answers_of_narrow_single_table_queries
         );
     }
     assert!(marked >= 8, "{marked}");
-    // A table over head and blocks, and aggregates that need their input sorted: whatever
-    // the scan's partitions, the requirements rule still runs where one is unmet.
+    // A table read from blocks and head, and aggregates that need their input sorted: the
+    // requirements rule still runs where one is unmet.
     let dir = tempfile::tempdir().unwrap();
     let e = head_and_blocks(dir.path());
     for sql in [
@@ -1383,4 +1383,13 @@ async fn a_short_range_of_a_long_table_is_planned_for_one_partition() {
     // 10 block rows and 30 head rows; from 10 s, the head chunks holding 10–14 s; before
     // 5 s, the block alone (the head is read from where the block ends).
     assert_eq!((all, late, early), (40, 14, 10));
+    // Planned for one partition, the two are read in turn, with no merge of partitions.
+    let plan = plan_text(
+        &run(&e, "EXPLAIN SELECT host, count(*) FROM m GROUP BY host")
+            .await
+            .unwrap(),
+    );
+    assert!(plan.contains("ChainExec: inputs=2"), "{plan}");
+    assert!(!plan.contains("CoalescePartitionsExec"), "{plan}");
+    assert!(!plan.contains("UnionExec"), "{plan}");
 }
