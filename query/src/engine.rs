@@ -364,9 +364,9 @@ impl std::fmt::Debug for QueryEngine {
 }
 
 /// A query that reads at most this many rows of metric tables (in the block files and head
-/// chunks its time range meets, before any other filter) is planned for one partition. A block file is split between cores only by row
-/// group, and row groups are 128 Ki rows (storage's `ROW_GROUP_ROWS`), so such a table is read
-/// by one core anyway: more partitions would only add a repartition, a second aggregation
+/// chunks its time range meets, before any other filter) is planned for one partition. A
+/// block file is split between cores only by row group, and row groups are 128 Ki rows
+/// (storage's `ROW_GROUP_ROWS`), so such a scan is read by one core anyway: more partitions would only add a repartition, a second aggregation
 /// stage and a merge. Measured on the query benchmark's max-per-instance over 1 h (13,200 of
 /// 26,400 rows; DoGet medians of 50, two alternations): 3.5–4.3 → 3.2–3.4 ms. Larger tables
 /// keep every core: the per-series rate (1.6 M rows) took 63 ms on one partition against 47.
@@ -439,9 +439,9 @@ fn single_pass_shape(plan: &LogicalPlan) -> bool {
     !other.unwrap_or(true)
 }
 
-/// Whether `plan` computes a window function. Such plans keep every physical rule (see
-/// [`crate::plan_rules`]): a filter on a window's row number is turned into a per-partition
-/// top-k by a rule that looks for windows.
+/// Whether `plan` computes a window function. Such plans get no single-table mark and keep
+/// every optimizer rule (see [`crate::plan_rules`]): a filter on a window's row number, for
+/// one, is turned into a per-partition top-k by a rule that looks for windows.
 fn has_window(plan: &LogicalPlan) -> bool {
     use datafusion::common::tree_node::TreeNode;
     plan.exists(|node| Ok(matches!(node, LogicalPlan::Window(_))))
