@@ -366,10 +366,11 @@ impl std::fmt::Debug for QueryEngine {
 /// A query that reads at most this many rows of metric tables (in the block files and head
 /// chunks its time range meets, before any other filter) is planned for one partition. A
 /// block file is split between cores only by row group, and row groups are 128 Ki rows
-/// (storage's `ROW_GROUP_ROWS`), so such a scan is read by one core anyway: more partitions would only add a repartition, a second aggregation
-/// stage and a merge. Measured on the query benchmark's max-per-instance over 1 h (13,200 of
-/// 26,400 rows; DoGet medians of 50, two alternations): 3.5–4.3 → 3.2–3.4 ms. Larger tables
-/// keep every core: the per-series rate (1.6 M rows) took 63 ms on one partition against 47.
+/// (storage's `ROW_GROUP_ROWS`), so such a scan is read by one core anyway: more partitions
+/// would only add a repartition, a second aggregation stage and a merge. Measured on the query
+/// benchmark's max-per-instance over 1 h (13,200 of 26,400 rows; DoGet medians of 50, two
+/// alternations): 3.5–4.3 → 3.2–3.4 ms. Larger scans keep every core: the per-series rate
+/// (1.6 M rows) took 63 ms on one partition against 47.
 const SMALL_SCAN_ROWS: u64 = 128 * 1024;
 
 /// Rows of the metric tables `plan` scans (subqueries included) in the block files and head
