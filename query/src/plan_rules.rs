@@ -359,35 +359,34 @@ mod tests {
         assert!(runs(1, true));
     }
 
+    /// Every name in `listed` is one of `names` (DataFusion's list), and the wrapped list
+    /// keeps DataFusion's order and names.
+    fn assert_listed_and_kept(names: &[String], listed: &[&str], wrapped: &[String]) {
+        for name in listed {
+            assert!(names.iter().any(|n| n == name), "{name} not in {names:?}");
+        }
+        assert_eq!(wrapped, names);
+    }
+
     #[test]
     fn every_skippable_name_is_a_default_rule() {
-        let names: Vec<String> = PhysicalOptimizer::new()
-            .rules
-            .iter()
-            .map(|r| r.name().to_string())
-            .collect();
-        for name in SHAPE_ONLY.iter().chain([&REQUIREMENTS]) {
-            assert!(names.iter().any(|n| n == name), "{name} not in {names:?}");
-        }
-        // The wrapped list keeps DataFusion's order and names.
-        let wrapped: Vec<String> = skippable(PhysicalOptimizer::new().rules)
-            .iter()
-            .map(|r| r.name().to_string())
-            .collect();
-        assert_eq!(wrapped, names);
+        let names = |rules: &[Arc<dyn PhysicalOptimizerRule + Send + Sync>]| -> Vec<String> {
+            rules.iter().map(|r| r.name().to_string()).collect()
+        };
+        let listed: Vec<&str> = SHAPE_ONLY.iter().copied().chain([REQUIREMENTS]).collect();
+        assert_listed_and_kept(
+            &names(&PhysicalOptimizer::new().rules),
+            &listed,
+            &names(&skippable(PhysicalOptimizer::new().rules)),
+        );
 
-        let names: Vec<String> = Optimizer::new()
-            .rules
-            .iter()
-            .map(|r| r.name().to_string())
-            .collect();
-        for name in LOGICAL_SHAPE_ONLY {
-            assert!(names.iter().any(|n| n == name), "{name} not in {names:?}");
-        }
-        let wrapped: Vec<String> = skippable_logical(Optimizer::new().rules)
-            .iter()
-            .map(|r| r.name().to_string())
-            .collect();
-        assert_eq!(wrapped, names);
+        let names = |rules: &[Arc<dyn OptimizerRule + Send + Sync>]| -> Vec<String> {
+            rules.iter().map(|r| r.name().to_string()).collect()
+        };
+        assert_listed_and_kept(
+            &names(&Optimizer::new().rules),
+            &LOGICAL_SHAPE_ONLY,
+            &names(&skippable_logical(Optimizer::new().rules)),
+        );
     }
 }

@@ -907,7 +907,7 @@ async fn small_tables_are_planned_for_one_partition_large_ones_for_every_core() 
     app.commit().unwrap();
     let large = QueryEngine::new(head, Arc::new(NoTargets), &QueryConfig::default()).unwrap();
     let plan = plan_text(&run(&large, sql).await.unwrap());
-    if std::thread::available_parallelism().map_or(1, |n| n.get()) > 1 {
+    if several_cores() {
         assert!(plan.contains("RepartitionExec"), "{plan}");
     }
     assert_eq!(
@@ -918,6 +918,11 @@ async fn small_tables_are_planned_for_one_partition_large_ones_for_every_core() 
         .await,
         6_999.0
     );
+}
+
+/// Whether queries planned for every core get more than one partition here.
+fn several_cores() -> bool {
+    std::thread::available_parallelism().map_or(1, |n| n.get()) > 1
 }
 
 async fn count_of(planned: PlannedQuery) -> i64 {
@@ -1352,7 +1357,7 @@ async fn a_short_range_of_a_long_table_is_planned_for_one_partition() {
     );
     let plan = plan_text(&run(&e, &format!("EXPLAIN {short}")).await.unwrap());
     assert!(!plan.contains("RepartitionExec"), "{plan}");
-    if std::thread::available_parallelism().map_or(1, |n| n.get()) > 1 {
+    if several_cores() {
         let plan = plan_text(&run(&e, &format!("EXPLAIN {whole}")).await.unwrap());
         assert!(plan.contains("RepartitionExec"), "{plan}");
     }
