@@ -5,6 +5,7 @@ mod commands;
 mod config;
 mod http;
 mod memory;
+mod sched;
 
 #[global_allocator]
 static ALLOCATOR: memory::ReplicaAllocator = memory::ReplicaAllocator;

@@ -50,14 +50,21 @@ use tracing::{info, warn};
 use crate::ServeArgs;
 use crate::config::{Config, Overrides};
 use crate::http::{self, HttpState, Reload};
-use crate::memory;
+use crate::{memory, sched};
 
 /// How long servers get to finish in-flight requests at shutdown.
 const GRACE: Duration = Duration::from_secs(3);
 
+/// What each thread of the query runtime runs first: it allocates from the query allocator
+/// (see [`memory`]) and is scheduled as batch work (see [`sched`]).
+fn query_thread_start() {
+    memory::use_query_allocator();
+    sched::run_as_batch();
+}
+
 pub(crate) fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     memory::configure_allocator();
-    query::engine::on_query_thread_start(memory::use_query_allocator);
+    query::engine::on_query_thread_start(query_thread_start);
     init_logging();
     let (mut config, origin) = match &args.config {
         Some(path) => (Config::read(path)?, path.display().to_string()),

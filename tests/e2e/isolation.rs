@@ -108,3 +108,62 @@ async fn heavy_queries_do_not_delay_or_skip_scrapes() {
         "{metrics}"
     );
 }
+
+/// Each thread of process `pid` by name (`comm`), with the scheduling policies seen under it
+/// (/proc/PID/task/TID/stat, field 41: 0 is the default policy, 3 `SCHED_BATCH`).
+fn thread_policies(
+    pid: u32,
+) -> std::collections::BTreeMap<String, std::collections::BTreeSet<u32>> {
+    let mut policies = std::collections::BTreeMap::<_, std::collections::BTreeSet<_>>::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let task = task.unwrap().path();
+        // A thread may end between the listing and the reads.
+        let (Ok(name), Ok(stat)) = (
+            std::fs::read_to_string(task.join("comm")),
+            std::fs::read_to_string(task.join("stat")),
+        ) else {
+            continue;
+        };
+        // Fields after the parenthesised name start at the 3rd.
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        let policy: u32 = rest
+            .split_whitespace()
+            .nth(41 - 3)
+            .unwrap()
+            .parse()
+            .unwrap();
+        policies
+            .entry(name.trim().to_string())
+            .or_default()
+            .insert(policy);
+    }
+    policies
+}
+
+/// The query runtime's threads are batch work, so that waking one never preempts a running
+/// thread (see the binary's `sched` module); every other thread (scraping, WAL, HTTP) keeps
+/// the default policy, and preempts query threads when it wakes.
+#[tokio::test]
+async fn query_threads_run_as_batch_work_and_no_other_thread_does() {
+    let replica = Replica::start(None).await;
+    // A query, so that its runtime's threads have surely started.
+    replica
+        .wait_for_count(
+            "SELECT count(*) FROM (SELECT 1)",
+            1,
+            Duration::from_secs(20),
+        )
+        .await;
+    let policies = thread_policies(replica.pid());
+    assert_eq!(
+        policies.get("arrowhead-query"),
+        Some(&[3].into()),
+        "query threads: {policies:?}"
+    );
+    for (name, seen) in &policies {
+        if name != "arrowhead-query" {
+            assert_eq!(seen, &[0].into(), "thread {name}: {policies:?}");
+        }
+    }
+    assert!(policies.len() > 1, "{policies:?}");
+}
