@@ -17,15 +17,16 @@
 //! A `SCHED_BATCH` thread never preempts on wakeup; it runs when its CPU is free or another
 //! CPU takes it. So the reply is written first and the query runs while the client reads it
 //! and sends its `DoGet`. Median latency of that statement, two alternations of the same
-//! binary with and without: 3.98 and 4.14 ms → 3.61 and 3.65 ms (9–12 % less); back to back
+//! binary with and without: 3.98 and 4.14 ms → 3.61 and 3.65 ms (9–12 % less). Back to back
 //! after a Prometheus query (the query benchmark's order) the two were within 2 % of each
-//! other either way, and so were the heavier questions (per-series rate, p99, latest).
+//! other either way, and within 4 % on the heavier questions (per-series rate, p99, latest),
+//! in both directions.
 //!
-//! It also fits the query runtime's place in the replica: scraping, WAL syncs and rule
-//! evaluation run on normal threads, which still preempt a query thread when they wake, while
-//! a query thread waking never preempts them. Batch threads are otherwise scheduled as normal
-//! ones (same nice level, same share of the CPU), and an unprivileged process may switch to
-//! the policy, so this needs no capability.
+//! It also fits the query runtime's place in the replica: scraping, WAL syncs and HTTP run
+//! on normal threads, which still preempt a query thread when they wake, while a query
+//! thread waking never preempts them. Batch threads are otherwise scheduled as normal ones
+//! (same nice level, same share of the CPU), and an unprivileged process may switch to the
+//! policy, so this needs no capability.
 
 /// Puts the calling thread under `SCHED_BATCH` (Linux); a refusal leaves the default policy,
 /// which is correct, only slower to answer. Nothing to do on other systems.
