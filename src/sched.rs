@@ -60,7 +60,7 @@ mod tests {
     }
 
     #[test]
-    fn the_calling_thread_and_only_it_becomes_batch() {
+    fn the_calling_thread_and_the_threads_it_starts_become_batch() {
         let before = std::thread::spawn(policy).join().unwrap();
         assert_eq!(before, libc::SCHED_OTHER);
         let (marked, sibling) = std::thread::spawn(|| {
