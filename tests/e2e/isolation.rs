@@ -2,6 +2,7 @@
 //! time) runs while the replica scrapes itself every second; every scheduled scrape happens
 //! and no interval between two exceeds 3 × the configured one.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use arrow::array::AsArray;
@@ -12,13 +13,19 @@ use crate::support::Replica;
 /// CPU-bound work DataFusion cannot shortcut: hashing tens of millions of generated rows.
 const HEAVY: &str = "SELECT count(DISTINCT v % 1000003) FROM generate_series(1, 40000000) AS t(v)";
 
+/// Field `n` of a /proc `stat` line, numbered from 1 as proc(5) does. The command name
+/// (field 2) is parenthesised and may hold spaces, so fields are counted after it.
+fn stat_field(stat: &str, n: usize) -> &str {
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    rest.split_whitespace().nth(n - 3).unwrap()
+}
+
 /// The replica's user + system CPU time, from /proc.
 fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
-    let rest = &stat[stat.rfind(')').unwrap() + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    // utime and stime.
+    let ticks: f64 = stat_field(&stat, 14).parse::<f64>().unwrap()
+        + stat_field(&stat, 15).parse::<f64>().unwrap();
     ticks / 100.0 // USER_HZ is 100 on Linux
 }
 
@@ -111,10 +118,8 @@ async fn heavy_queries_do_not_delay_or_skip_scrapes() {
 
 /// Each thread of process `pid` by name (`comm`), with the scheduling policies seen under it
 /// (/proc/PID/task/TID/stat, field 41: 0 is the default policy, 3 `SCHED_BATCH`).
-fn thread_policies(
-    pid: u32,
-) -> std::collections::BTreeMap<String, std::collections::BTreeSet<u32>> {
-    let mut policies = std::collections::BTreeMap::<_, std::collections::BTreeSet<_>>::new();
+fn thread_policies(pid: u32) -> BTreeMap<String, BTreeSet<u32>> {
+    let mut policies = BTreeMap::<_, BTreeSet<_>>::new();
     for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
         let task = task.unwrap().path();
         // A thread may end between the listing and the reads.
@@ -124,14 +129,7 @@ fn thread_policies(
         ) else {
             continue;
         };
-        // Fields after the parenthesised name start at the 3rd.
-        let rest = &stat[stat.rfind(')').unwrap() + 2..];
-        let policy: u32 = rest
-            .split_whitespace()
-            .nth(41 - 3)
-            .unwrap()
-            .parse()
-            .unwrap();
+        let policy: u32 = stat_field(&stat, 41).parse().unwrap();
         policies
             .entry(name.trim().to_string())
             .or_default()
