@@ -22,12 +22,16 @@ What it does:
        adbc    the ADBC driver, which runs every query as a prepared statement: create,
                GetFlightInfo, DoGet, close (four round trips).
      The ratio is taken against the first; the second is reported beside it.
+     Each question's SQL text is the same in every round, as a dashboard with a fixed range
+     or a script sends it, so Arrowhead reuses its plan (`query.plan_cache`). With
+     --fresh-plans every statement ends with a comment naming its round: no text repeats and
+     every statement is planned from scratch, as when a dashboard's time range moves.
   4. Compares the answers: exact where the semantics are the same (max_1h, latest); for the
      windowed ones the relative difference, since PromQL's rate() extrapolates to the window
      edges and evaluates sliding windows ending at each step, while Arrowhead's SQL rate()
      does not extrapolate and buckets samples with date_bin.
 
-Results go to stdout and benches/results-<date>-query.json.
+Results go to stdout and benches/results-<date>-query.json (-query-fresh-plans.json).
 
 Usage (from the repository root, with the release build and the test venv):
   cargo build --release
@@ -226,6 +230,10 @@ def main():
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    ap.add_argument("--fresh-plans", action="store_true",
+                    help="end every statement with a comment naming its round, so that no "
+                         "statement text repeats and each is planned from scratch (as when a "
+                         "dashboard's time range moves), instead of reusing the plan cache")
     a = ap.parse_args()
 
     work = tempfile.mkdtemp(prefix="arrowhead-query-bench-")
@@ -272,11 +280,12 @@ def main():
                 t = time.perf_counter()
                 p = prom.run(kind, params)
                 tp = time.perf_counter() - t
+                text = f"{sql}\n-- round {round_}" if a.fresh_plans else sql
                 t = time.perf_counter()
-                r = ah.run(sql)
+                r = ah.run(text)
                 ta = time.perf_counter() - t
                 t = time.perf_counter()
-                r_adbc = adbc.run(sql)
+                r_adbc = adbc.run(text)
                 tb = time.perf_counter() - t
                 if round_ >= a.warmup:
                     times[name]["prometheus"].append(tp)
@@ -288,6 +297,7 @@ def main():
 
         result = {"date": datetime.date.today().isoformat(), "hosts": a.hosts,
                   "rounds": a.rounds, "warmup": a.warmup, "binary": a.arrowhead,
+                  "fresh_plans": a.fresh_plans,
                   "load_s": {"promtool": round(prom_load, 2), "arrowhead_import": round(ah_load, 2)},
                   "queries": {}}
         print(f"{'query':12} {'prometheus ms':>14} {'arrowhead ms':>13} {'ratio':>6} "
@@ -309,7 +319,8 @@ def main():
             }
             print(f"{name:12} {mp * 1000:14.1f} {ma * 1000:13.1f} {ma / mp:6.2f} "
                   f"{mb * 1000:8.1f} {mb / mp:6.2f}  {agreement}")
-        out = os.path.join(HERE, f"results-{result['date']}-query.json")
+        suffix = "-fresh-plans" if a.fresh_plans else ""
+        out = os.path.join(HERE, f"results-{result['date']}-query{suffix}.json")
         with open(out, "w") as f:
             json.dump(result, f, indent=2)
         print(f"written {out}")

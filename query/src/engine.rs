@@ -73,6 +73,7 @@ use tokio::time::Instant;
 use crate::block_scan::{BlockCache, BlockScanExec};
 use crate::catalog::{ArrowheadCatalog, CATALOG, METRICS_SCHEMA};
 use crate::kept_plans::{KeptPlans, StartedQueries};
+use crate::plan_cache::{Keep, PlanCache, Shape};
 use crate::run_aggregate::RunAggregateRule;
 use crate::scan::MetricTable;
 use crate::system::TargetsSource;
@@ -90,6 +91,9 @@ pub struct QueryConfig {
     /// Decoded columns of local block files kept for later queries (least recently used go
     /// first); 0 keeps nothing. Counted apart from `memory_limit`.
     pub block_cache: ByteSize,
+    /// Plans of statements kept by SQL text for the next statement with the same text
+    /// ([`crate::plan_cache`]); 0 keeps none.
+    pub plan_cache: usize,
 }
 
 impl Default for QueryConfig {
@@ -99,6 +103,7 @@ impl Default for QueryConfig {
             memory_limit: ByteSize(1 << 30),
             max_concurrent: 16,
             block_cache: ByteSize(256 << 20),
+            plan_cache: 256,
         }
     }
 }
@@ -192,6 +197,9 @@ pub struct QueryMetrics {
     /// creation of a prepared statement) and used instead of planning it again
     /// ([`crate::kept_plans`]).
     pub reused_plans: Counter,
+    /// Statements planned from the kept plan of an earlier statement with the same text
+    /// ([`crate::plan_cache`]).
+    pub plan_cache_hits: Counter,
     /// Bytes held by the block cache ([`crate::block_scan::BlockCache`]).
     pub block_cache_bytes: Gauge,
     /// Column chunks of block files found in the block cache.
@@ -231,6 +239,11 @@ impl QueryMetrics {
             self.reused_plans.clone(),
         );
         r.register(
+            "plan_cache_hits",
+            "Statements planned from the kept plan of an earlier statement with the same text",
+            self.plan_cache_hits.clone(),
+        );
+        r.register(
             "block_cache_bytes",
             "Bytes of decoded block file columns kept for later queries (at most query.block_cache)",
             self.block_cache_bytes.clone(),
@@ -263,6 +276,8 @@ pub struct QueryEngine {
     kept: Arc<KeptPlans>,
     /// Queries started for a `GetFlightInfo`, waiting for the `DoGet` that reads them.
     started: Arc<StartedQueries>,
+    /// Plans by SQL text, for statements that come again.
+    plans: Arc<PlanCache>,
 }
 
 /// The execution side shared by every clone of an engine: the query runtime, the limits and
@@ -511,6 +526,13 @@ pub struct PlannedQuery {
     limits: Arc<Limits>,
     /// The block view generation taken before the tables were resolved.
     generation: u64,
+    /// How the plan is optimized and run.
+    shape: Shape,
+    /// Whether `frame` holds an optimized plan already (kept from an earlier run).
+    optimized: bool,
+    /// Where the optimized plan goes once it is made, under the statement's text, when the
+    /// plan cache may keep it.
+    keep_optimized: Option<(Arc<PlanCache>, Arc<str>)>,
 }
 
 impl std::fmt::Debug for Limits {
@@ -656,23 +678,32 @@ async fn run_to_channel(
         metrics,
         blocks,
         limits,
-        generation: _,
+        generation,
+        shape,
+        optimized,
+        keep_optimized,
     } = query;
     let mut files = Arc::new(Vec::new());
     let work = async {
         let (mut state, plan) = frame.into_parts();
-        if single_pass_shape(&plan) {
+        if shape.single_pass {
             state.config_mut().options_mut().optimizer.max_passes = 1;
-            // No window either: the rules that only rewrite joins, unions, subqueries, limits
-            // and windows can be skipped (see `crate::plan_rules`).
-            if !has_window(&plan) {
-                crate::plan_rules::mark_single_table(&mut state, true);
-            }
+        }
+        if shape.single_table {
+            crate::plan_rules::mark_single_table(&mut state, true);
         }
         // What `SessionState::create_physical_plan` does, in two steps: the partitions are
         // chosen on the optimized plan, whose scans hold the time range (the logical rules do
         // not read the partition count).
-        let plan = state.optimize(&plan)?;
+        let plan = if optimized {
+            plan
+        } else {
+            let plan = state.optimize(&plan)?;
+            if let Some((cache, sql)) = keep_optimized {
+                cache.optimized(&sql, generation, &plan);
+            }
+            plan
+        };
         let narrow = scanned_rows(&plan) <= SMALL_SCAN_ROWS;
         if narrow {
             state.config_mut().options_mut().execution.target_partitions = 1;
@@ -771,9 +802,14 @@ impl QueryEngine {
         }
         ctx.register_catalog(
             CATALOG,
-            Arc::new(ArrowheadCatalog::new(head, blocks.clone(), targets)),
+            Arc::new(ArrowheadCatalog::new(
+                Arc::clone(&head),
+                blocks.clone(),
+                targets,
+            )),
         );
         let limits = Arc::new(Limits::new(config, &ctx.state())?);
+        let plans = Arc::new(PlanCache::new(head, config.plan_cache));
         Ok(Self {
             ctx,
             metrics,
@@ -781,6 +817,7 @@ impl QueryEngine {
             limits,
             kept: Arc::default(),
             started: Arc::default(),
+            plans,
         })
     }
 
@@ -836,6 +873,8 @@ impl QueryEngine {
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             planned.frame = planned.frame.with_param_values(params)?;
+            // The bound plan is not the statement's: it is not kept for the text.
+            planned.keep_optimized = None;
             planned.schema = wire_schema(&planned.frame.schema().as_arrow().clone().into());
             Ok(planned)
         }
@@ -930,6 +969,18 @@ impl QueryEngine {
         // it is, never newer.
         let generation = self.generation();
         let state = self.ctx.state();
+        if let Some(cached) = self.plans.get(sql, generation) {
+            self.metrics.plan_cache_hits.inc();
+            let keep_optimized = (!cached.optimized && cached.optimizable)
+                .then(|| (Arc::clone(&self.plans), Arc::from(sql)));
+            return Ok(self.planned(
+                DataFrame::new(state, cached.plan),
+                generation,
+                cached.shape,
+                cached.optimized,
+                keep_optimized,
+            ));
+        }
         let dialect = state.config().options().sql_parser.dialect;
         let mut statement = state.sql_to_statement(sql, &dialect)?;
         check_read_only(&statement)?;
@@ -941,19 +992,51 @@ impl QueryEngine {
             .with_allow_statements(false)
             .verify_plan(&plan)
             .map_err(|e| QueryError::PermissionDenied(format!("{e}; clients are read-only")))?;
+        let shape = Shape {
+            single_pass: single_pass_shape(&plan),
+            // No window either: the rules that only rewrite joins, unions, subqueries, limits
+            // and windows can be skipped (see `crate::plan_rules`).
+            single_table: single_pass_shape(&plan) && !has_window(&plan),
+        };
+        let keep = crate::plan_cache::keep(&plan, sql);
+        if keep != Keep::No {
+            self.plans
+                .insert(sql, generation, &plan, shape, keep == Keep::Optimized);
+        }
+        let keep_optimized =
+            (keep == Keep::Optimized).then(|| (Arc::clone(&self.plans), Arc::from(sql)));
         // The plan is a query (checked above), so the frame can take the state it was planned
         // on: `SessionContext::execute_logical_plan` would clone the whole state (function
         // registries included) once more.
-        let frame = DataFrame::new(state, plan);
+        Ok(self.planned(
+            DataFrame::new(state, plan),
+            generation,
+            shape,
+            false,
+            keep_optimized,
+        ))
+    }
+
+    fn planned(
+        &self,
+        frame: DataFrame,
+        generation: u64,
+        shape: Shape,
+        optimized: bool,
+        keep_optimized: Option<(Arc<PlanCache>, Arc<str>)>,
+    ) -> PlannedQuery {
         let schema = wire_schema(&frame.schema().as_arrow().clone().into());
-        Ok(PlannedQuery {
+        PlannedQuery {
             frame,
             schema,
             metrics: self.metrics.clone(),
             blocks: self.blocks.clone(),
             limits: Arc::clone(&self.limits),
             generation,
-        })
+            shape,
+            optimized,
+            keep_optimized,
+        }
     }
 
     /// Plans and runs `sql`: a convenience for callers that need no schema first.

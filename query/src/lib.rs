@@ -4,6 +4,7 @@ pub mod catalog;
 pub mod engine;
 pub mod functions;
 pub mod kept_plans;
+pub mod plan_cache;
 pub mod plan_rules;
 pub mod run_aggregate;
 pub mod scan;

@@ -59,6 +59,7 @@ use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
     SendableRecordBatchStream,
 };
+use storage::Head;
 use storage::block::{BlockView, FileLocation, MetricFile, metric_schema};
 use storage::head::{
     LabelMatcher, MatchOp, MetricHead, MetricSnapshot, TimeRange, label_view_dictionary,
@@ -85,6 +86,8 @@ pub struct MetricTable {
     remote_root: Option<String>,
     /// Head rows older than this are in `files` (the block view's bound).
     head_from: i64,
+    /// The head part's schema the table's columns were taken from.
+    head_schema: Option<SchemaRef>,
     schema: SchemaRef,
 }
 
@@ -108,9 +111,10 @@ impl MetricTable {
             .iter()
             .flat_map(|(_, f)| f.labels.iter().cloned())
             .collect();
-        if let Some(m) = &metric {
+        let head_schema = metric.as_ref().map(|m| m.schema());
+        if let Some(schema) = &head_schema {
             labels.extend(
-                m.schema()
+                schema
                     .fields()
                     .iter()
                     .map(|f| f.name().clone())
@@ -125,8 +129,25 @@ impl MetricTable {
             files,
             remote_root,
             head_from,
+            head_schema,
             schema: table_schema(&metric_schema(&labels)),
         })
+    }
+
+    /// Whether resolving the table again on `head` (with the same block view) would give the
+    /// same table: the head holds the same part of the metric, or still none, with the same
+    /// columns. Rows appended since do not matter; they are read when a plan runs.
+    pub fn is_current(&self, head: &Head) -> bool {
+        match (head.metric(&self.name), &self.metric, &self.head_schema) {
+            (None, None, _) => true,
+            (Some(now), Some(then), Some(schema)) => {
+                Arc::ptr_eq(&now, then) && {
+                    let columns = now.schema();
+                    Arc::ptr_eq(&columns, schema) || columns.fields() == schema.fields()
+                }
+            }
+            _ => false,
+        }
     }
 
     /// Rows a scan with `filters` pushed down would read: those of the block files and head

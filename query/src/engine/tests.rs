@@ -1398,3 +1398,111 @@ async fn a_short_range_of_a_long_table_is_planned_for_one_partition() {
     assert!(!plan.contains("CoalescePartitionsExec"), "{plan}");
     assert!(!plan.contains("UnionExec"), "{plan}");
 }
+
+fn column_names(planned: &PlannedQuery) -> Vec<String> {
+    planned
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_statement_seen_before_reuses_its_plan_until_its_tables_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let (head, blocks, e) = one_series_in_8_row_chunks(dir.path(), 16, QueryConfig::default());
+    let hits = || e.metrics().plan_cache_hits.get();
+    let count = "SELECT count(*) FROM m";
+    assert_eq!(count_of(e.plan(count).await.unwrap()).await, 16);
+    assert_eq!(hits(), 0);
+    let kept = e.plans.get(count, e.generation()).expect("kept");
+    assert!(kept.optimized, "the run left its optimized plan");
+
+    // Rows appended since are read: rows are read when a plan runs.
+    let mut app = head.appender();
+    let a = app.series("m", &[("host", "a")]).unwrap();
+    for t in 16..20 {
+        app.append(a, t * 1000, t as f64);
+    }
+    app.commit().unwrap();
+    assert_eq!(count_of(e.plan(count).await.unwrap()).await, 20);
+    assert_eq!(hits(), 1);
+
+    // A new label is a new column: the statement is planned again and shows it.
+    let star = "SELECT * FROM m";
+    assert_eq!(
+        column_names(&e.plan(star).await.unwrap()),
+        ["host", "timestamp", "value"]
+    );
+    let z = app.series("m", &[("host", "b"), ("zone", "z")]).unwrap();
+    app.append(z, 20_000, 1.0);
+    app.commit().unwrap();
+    let hits_before = hits();
+    assert_eq!(
+        column_names(&e.plan(star).await.unwrap()),
+        ["host", "zone", "timestamp", "value"]
+    );
+    assert_eq!(hits(), hits_before, "planned again");
+    assert_eq!(count_of(e.plan(count).await.unwrap()).await, 21);
+    assert_eq!(hits(), hits_before, "m changed: planned again");
+
+    // A cut moves the first rows into a block: planned again, nothing lost or doubled.
+    blocks.cut(&head, 8_000).unwrap().unwrap();
+    assert_eq!(count_of(e.plan(count).await.unwrap()).await, 21);
+    assert_eq!(hits(), hits_before, "new block view: planned again");
+    assert_eq!(count_of(e.plan(count).await.unwrap()).await, 21);
+    assert_eq!(hits(), hits_before + 1);
+}
+
+#[tokio::test]
+async fn time_dependent_parameterised_system_and_explain_statements_are_right_each_time() {
+    let e = engine();
+    let hits = || e.metrics().plan_cache_hits.get();
+
+    // now() is the time of each run: the logical plan is reused, never its folded constant.
+    let now = "SELECT now() AS t";
+    let first = Arc::clone(run(&e, now).await.unwrap()[0].column(0));
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let second = Arc::clone(run(&e, now).await.unwrap()[0].column(0));
+    assert_eq!(hits(), 1);
+    assert_ne!(first.as_ref(), second.as_ref(), "now() of the first run");
+    assert!(!e.plans.get(now, 0).unwrap().optimized);
+
+    // A parameterised statement reuses its plan with the values of each call.
+    let sql = "SELECT count(*) FROM node_cpu_seconds_total WHERE value >= $1";
+    let with = |v: f64| e.plan_with_params(sql, vec![ScalarValue::Float64(Some(v))]);
+    assert_eq!(count_of(with(0.0).await.unwrap()).await, 40);
+    assert_eq!(count_of(with(50.0).await.unwrap()).await, 20);
+    assert_eq!(hits(), 2);
+    assert!(!e.plans.get(sql, 0).unwrap().optimized);
+
+    // system.* tables are filled when resolved, and EXPLAIN shows the planning: never kept.
+    for sql in [
+        "SELECT count(*) FROM system.series",
+        "EXPLAIN SELECT count(*) FROM up",
+        "SELECT count(*) FROM information_schema.tables",
+    ] {
+        run(&e, sql).await.unwrap();
+        run(&e, sql).await.unwrap();
+        assert!(e.plans.get(sql, 0).is_none(), "{sql}");
+    }
+    assert_eq!(hits(), 2);
+}
+
+#[tokio::test]
+async fn plan_cache_zero_plans_every_statement() {
+    let e = QueryEngine::new(
+        head(),
+        Arc::new(NoTargets),
+        &QueryConfig {
+            plan_cache: 0,
+            ..QueryConfig::default()
+        },
+    )
+    .unwrap();
+    for _ in 0..2 {
+        assert_eq!(scalar_i64(&e, "SELECT count(*) FROM up").await, 1);
+    }
+    assert_eq!(e.metrics().plan_cache_hits.get(), 0);
+}
