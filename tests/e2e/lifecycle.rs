@@ -57,8 +57,18 @@ async fn health_readiness_and_metrics_endpoints_answer() {
     assert_eq!(get("/-/healthy").await.0, 200);
     assert_eq!(get("/-/ready").await.0, 200);
     let _ = replica.query("SELECT 1").await;
+    // The same text again is planned from the plan the first one left.
+    let _ = replica.query("SELECT 1").await;
     let (status, body) = get("/metrics").await;
     assert_eq!(status, 200);
+    let hits = body
+        .lines()
+        .find_map(|l| l.strip_prefix("arrowhead_query_plan_cache_hits_total "))
+        .and_then(|v| v.parse::<f64>().ok());
+    assert!(
+        hits.is_some_and(|h| h >= 1.0),
+        "a plan cache hit expected:\n{body}"
+    );
     for name in [
         "arrowhead_head_samples_appended_total",
         "arrowhead_head_series",
