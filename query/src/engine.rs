@@ -6,6 +6,9 @@
 //!                       wire conversion (dictionary → Utf8, views → Utf8) ◄────┘
 //! ```
 //!
+//! A statement whose text was planned before starts from the plan kept for it
+//! ([`crate::plan_cache`]), once that plan's tables are checked to be the current ones.
+//!
 //! Read-only is enforced twice: on the parsed statement, which gives a message naming the
 //! statement kind, and on the logical plan with DataFusion's `SQLOptions` (no DDL, no DML, no
 //! session statements), which also catches DDL hidden in queries such as `SELECT ... INTO`.
@@ -992,11 +995,12 @@ impl QueryEngine {
             .with_allow_statements(false)
             .verify_plan(&plan)
             .map_err(|e| QueryError::PermissionDenied(format!("{e}; clients are read-only")))?;
+        let single_pass = single_pass_shape(&plan);
         let shape = Shape {
-            single_pass: single_pass_shape(&plan),
+            single_pass,
             // No window either: the rules that only rewrite joins, unions, subqueries, limits
             // and windows can be skipped (see `crate::plan_rules`).
-            single_table: single_pass_shape(&plan) && !has_window(&plan),
+            single_table: single_pass && !has_window(&plan),
         };
         let keep = crate::plan_cache::keep(&plan, sql);
         if keep != Keep::No {

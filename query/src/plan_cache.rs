@@ -4,7 +4,9 @@
 //! than running it when it reads little: on the query benchmark's max over 1 h (13,200 rows),
 //! parsing, turning the SQL into a logical plan and optimizing it took ~1.2 of the ~2.2 ms
 //! the server spent on a statement after an idle gap.
-//! So the engine keeps, per SQL text, the plan it made:
+//! So the engine keeps, per SQL text, the plan it made (measured on that question with 20 ms
+//! idle before each statement: 3.2–3.4 ms with the kept plan against 4.7–4.9 ms when every
+//! statement's text differs):
 //!
 //! * the **logical plan** of every statement that reads metric tables only, which spares the
 //!   parse and the SQL-to-plan step;
@@ -28,8 +30,8 @@
 //! filled when they are resolved. Neither are `EXPLAIN` (its output shows the planning) or
 //! statements over 64 KiB. Rows are always read when a plan runs, never when it was made,
 //! so a reused plan sees every sample ingested since. At most `query.plan_cache` entries are
-//! kept (256 by default; the least recently used go first; 0 keeps none), each a plan of a
-//! few kilobytes.
+//! kept (256 by default; the least recently used go first; 0 keeps none), each its text and
+//! a plan of a few kilobytes with the list of block files of each table it reads.
 
 use std::collections::HashMap;
 use std::sync::Arc;
