@@ -121,9 +121,13 @@ impl PlanCache {
             return None;
         }
         let mut inner = self.inner.lock();
-        if inner.generation != generation {
-            inner.entries.clear();
-            inner.generation = generation;
+        if generation != inner.generation {
+            // A newer view: every entry is stale. An older one (a caller that read the
+            // generation just before a cut): its plan is made afresh, the entries stay.
+            if generation > inner.generation {
+                inner.entries.clear();
+                inner.generation = generation;
+            }
             return None;
         }
         inner.clock += 1;

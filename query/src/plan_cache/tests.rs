@@ -84,6 +84,10 @@ fn a_new_block_view_empties_the_cache_and_older_plans_are_not_kept() {
     c.insert("d", 5, &p, SHAPE, true);
     assert_eq!(c.len(), 1);
     assert!(c.get("d", 5).is_some());
+    // A caller that read the view's generation before the cut finds nothing, and leaves the
+    // newer entries in place.
+    assert!(c.get("d", 4).is_none());
+    assert!(c.get("d", 5).is_some());
 }
 
 #[test]
