@@ -100,6 +100,11 @@ impl ScrapeCache {
         self.entries.len()
     }
 
+    /// Sample lines in the last body: a size hint for the next scrape's appender.
+    pub fn last_samples(&self) -> usize {
+        self.last_order.len()
+    }
+
     /// True when the cache is empty.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
@@ -153,52 +158,8 @@ pub enum BodyError {
 }
 
 /// Parses `body` and appends its samples to `app` (not committed). On error the caller rolls
-/// back: a scrape is taken whole or not at all. The cache keeps a copy of the body for the
-/// next scrape; [`append_owned`] keeps the body itself.
+/// back: a scrape is taken whole or not at all.
 pub fn append_body(
-    body: &[u8],
-    cache: &mut ScrapeCache,
-    app: &mut dyn Appender,
-    opts: &AppendOptions<'_>,
-) -> Result<BodyStats, BodyError> {
-    let stats = append_spans(body, cache, app, opts)?;
-    cache.last_body.clear();
-    if fits_order(body) {
-        cache.last_body.extend_from_slice(body);
-    }
-    Ok(stats)
-}
-
-/// [`append_body`] for a body the caller gives away: the cache keeps it as the last body
-/// instead of a copy (a scrape loop's body is read into a buffer of its own anyway). Saves a
-/// copy of every body: on the ingest benchmark's targets (156 kB each) that copy was ~1 % of
-/// a replica's steady ingest CPU by perf.
-pub fn append_owned(
-    body: Vec<u8>,
-    cache: &mut ScrapeCache,
-    app: &mut dyn Appender,
-    opts: &AppendOptions<'_>,
-) -> Result<BodyStats, BodyError> {
-    let stats = append_spans(&body, cache, app, opts)?;
-    let mut body = body;
-    if !fits_order(&body) {
-        body = Vec::new();
-    } else if body.capacity() - body.len() > body.len() / 8 {
-        // Kept until the next scrape: not with a grown buffer's spare room.
-        body.shrink_to_fit();
-    }
-    cache.last_body = body;
-    Ok(stats)
-}
-
-/// Spans are kept as `u32` offsets: a larger body records no order and is not kept.
-fn fits_order(body: &[u8]) -> bool {
-    u32::try_from(body.len()).is_ok()
-}
-
-/// Appends the samples of `body`, records its order in `cache.order` and swaps it in as the
-/// last order; the caller stores the body as `cache.last_body`.
-fn append_spans(
     body: &[u8],
     cache: &mut ScrapeCache,
     app: &mut dyn Appender,
@@ -206,7 +167,8 @@ fn append_spans(
 ) -> Result<BodyStats, BodyError> {
     cache.iteration = cache.iteration.wrapping_add(1);
     let iteration = cache.iteration;
-    let record_order = fits_order(body);
+    // Spans are kept as `u32` offsets: a larger body records no order.
+    let record_order = u32::try_from(body.len()).is_ok();
     let mut stats = BodyStats::default();
     let mut scratch: Vec<(Cow<'_, str>, Cow<'_, str>)> = Vec::new();
     // Metadata lines are collected as they come and compared with the last scrape's by one
@@ -352,6 +314,10 @@ fn append_spans(
         cache
             .entries
             .retain(|_, e| iteration.wrapping_sub(e.last_seen) <= 1);
+    }
+    cache.last_body.clear();
+    if record_order {
+        cache.last_body.extend_from_slice(body);
     }
     std::mem::swap(&mut cache.last_order, &mut cache.order);
     Ok(stats)
@@ -645,14 +611,10 @@ mod tests {
             b"a 5\nb{x=\"1\"} 5\nb{x=\"1\"} 6 6\nc 5\nd  5\nd{y=\"2\"} 5\n",
             b"a 7\nb{x=\"1\"} 7\nc 7\nd{y=\"2\"} 7\nd 7\n",
         ];
-        // A third head takes each body by value (`append_owned`, as a scrape loop does): its
-        // cache keeps the body itself and must predict the next scrape as the copy does.
         let target = Labels::from_pairs([("job", "j")]);
         let kept = Head::new(HeadConfig::default());
         let fresh = Head::new(HeadConfig::default());
-        let owned = Head::new(HeadConfig::default());
         let mut cache = ScrapeCache::default();
-        let mut owned_cache = ScrapeCache::default();
         for (t, body) in bodies.iter().enumerate() {
             let o = AppendOptions {
                 default_timestamp: t as i64,
@@ -664,21 +626,14 @@ mod tests {
             let mut app = fresh.appender();
             let b = append_body(body, &mut ScrapeCache::default(), &mut app, &o).unwrap();
             app.commit().unwrap();
-            let mut app = owned.appender();
-            let c = append_owned(body.to_vec(), &mut owned_cache, &mut app, &o).unwrap();
-            app.commit().unwrap();
             assert_eq!(
                 (a.scraped, a.post_relabel),
                 (b.scraped, b.post_relabel),
                 "scrape {t}"
             );
-            assert_eq!(a, c, "scrape {t}");
-            assert_eq!(owned_cache.last_body, *body, "scrape {t}");
-            assert_eq!(owned_cache.last_order.len(), cache.last_order.len());
         }
         assert_eq!(cache.len(), 5, "a, b, c, d, d{{y}}: `new` was evicted");
         assert_eq!(kept.metric_names(), fresh.metric_names());
-        assert_eq!(kept.metric_names(), owned.metric_names());
         for name in kept.metric_names() {
             let rows = |h: &Head| {
                 h.metric(&name)
@@ -688,7 +643,6 @@ mod tests {
                     .unwrap()
             };
             assert_eq!(rows(&kept), rows(&fresh), "{name}");
-            assert_eq!(rows(&kept), rows(&owned), "{name}");
         }
         assert_eq!(kept.metric("b").unwrap().snapshot().rows(), 5);
     }

@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 use tracing::{debug, info, warn};
 
-use crate::append::{AppendOptions, ScrapeCache, append_owned};
+use crate::append::{AppendOptions, ScrapeCache, append_body};
 use crate::config::{ScrapeJob, TargetSpec};
 use crate::discovery::FileTargets;
 use crate::exposition::Format;
@@ -39,10 +39,6 @@ use crate::exposition::Format;
 /// The `Accept` header sent with every scrape, as Prometheus 2.x sends it: OpenMetrics
 /// preferred, the Prometheus text format next. The response's `Content-Type` picks the parser.
 pub const ACCEPT_HEADER: &str = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
-
-/// The largest buffer reserved up front from a response's `Content-Length` (64 MiB); a longer
-/// body grows its buffer as it arrives.
-const BODY_CAPACITY_HINT_MAX: u64 = 64 << 20;
 
 /// Health of a target, as `system.targets.health` shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -487,7 +483,7 @@ impl ScrapeLoop {
         let fetched = self.fetch().await;
         let job = Arc::clone(&self.target.job);
         let labels = &self.target.spec.labels;
-        let mut app = self.head.appender();
+        let mut app = self.head.appender_with_capacity(self.cache.last_samples());
         let result = fetched.and_then(|(body, format)| {
             let opts = AppendOptions {
                 target_labels: labels,
@@ -498,7 +494,7 @@ impl ScrapeLoop {
                 format,
                 default_timestamp: start_ms,
             };
-            append_owned(body, &mut self.cache, &mut app, &opts).map_err(|e| e.to_string())
+            append_body(&body, &mut self.cache, &mut app, &opts).map_err(|e| e.to_string())
         });
         let duration = started.elapsed().as_secs_f64();
         let (up, stats, error) = match result {
@@ -555,7 +551,7 @@ impl ScrapeLoop {
         status.last_error = error;
     }
 
-    async fn fetch(&self) -> Result<(Vec<u8>, Format), String> {
+    async fn fetch(&self) -> Result<(bytes::Bytes, Format), String> {
         let timeout = self.target.spec.timeout;
         let request = self.client.get(self.target.spec.url.clone());
         let mut response = self
@@ -581,16 +577,17 @@ impl ScrapeLoop {
             .get(reqwest::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map_or(Format::Prometheus, Format::from_content_type);
-        let limit = match self.target.job.limits.body_size {
-            0 => u64::MAX,
-            limit => limit,
-        };
-        // Read chunk by chunk (decompressed) into a buffer the scrape cache then keeps as the
-        // last body (`append_owned`), and give up as soon as a limit is passed, so a huge or
-        // gzip-bombed body never sits in memory whole. The announced length only sizes the
-        // buffer, within the limit and a cap, so a false header costs nothing.
-        let hint = response.content_length().unwrap_or(0).min(limit);
-        let mut body = Vec::with_capacity(hint.min(BODY_CAPACITY_HINT_MAX) as usize);
+        let limit = self.target.job.limits.body_size;
+        if limit == 0 {
+            return response
+                .bytes()
+                .await
+                .map(|b| (b, format))
+                .map_err(|e| describe_reqwest_error(&e, timeout));
+        }
+        // Read chunk by chunk (decompressed) and give up as soon as the limit is passed, so a
+        // huge or gzip-bombed body never sits in memory whole.
+        let mut body = bytes::BytesMut::new();
         while let Some(chunk) = response
             .chunk()
             .await
@@ -604,7 +601,7 @@ impl ScrapeLoop {
             }
             body.extend_from_slice(&chunk);
         }
-        Ok((body, format))
+        Ok((body.freeze(), format))
     }
 }
 

@@ -254,7 +254,16 @@ impl Head {
 
     /// A new appender. Nothing it appends is visible until [`Appender::commit`].
     pub fn appender(&self) -> HeadAppender<'_> {
-        HeadAppender::new(self)
+        HeadAppender::new(self, 0)
+    }
+
+    /// A new appender with room for about `samples` samples (at most 2^20 are reserved), so
+    /// a commit of that size (a target's next scrape, sized by its last) fills buffers made
+    /// once instead of growing them by doubling: that growth, in the samples and in the WAL
+    /// record, was ~1.5 % of a replica's steady ingest CPU by perf (reallocations and their
+    /// copies; 50 targets × 1,969 series at 15 s).
+    pub fn appender_with_capacity(&self, samples: usize) -> HeadAppender<'_> {
+        HeadAppender::new(self, samples.min(1 << 20))
     }
 
     /// Names of all metrics in the head, sorted.

@@ -451,6 +451,16 @@ pub struct RecordEncoder {
 }
 
 impl RecordEncoder {
+    /// An encoder with room for about `samples` samples of one metric run.
+    pub fn with_capacity(samples: usize) -> Self {
+        Self {
+            // A sample takes 8 bytes of value and a varint each of series id and timestamp
+            // difference (1–3 bytes on a scrape's rows).
+            samples: Vec::with_capacity(samples * 12),
+            ..Self::default()
+        }
+    }
+
     /// Empties the encoder for the next record, keeping its buffers.
     pub fn clear(&mut self) {
         self.defs.clear();

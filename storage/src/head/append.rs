@@ -81,12 +81,12 @@ pub struct HeadAppender<'a> {
 }
 
 impl<'a> HeadAppender<'a> {
-    pub(super) fn new(head: &'a Head) -> Self {
+    pub(super) fn new(head: &'a Head, samples: usize) -> Self {
         Self {
             head,
-            samples: Vec::new(),
+            samples: Vec::with_capacity(samples),
             key: Vec::new(),
-            record: RecordEncoder::default(),
+            record: RecordEncoder::with_capacity(samples),
             unlimited: false,
         }
     }
