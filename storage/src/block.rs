@@ -28,6 +28,9 @@
 //!   labels either way; dictionaries also let DataFusion compare keys instead of strings). The
 //!   whole block: 2.94 bytes per sample against Prometheus's 4.96 for the same samples
 //!   (`promtool tsdb create-blocks-from openmetrics`), 0.59×.
+//! * **Label columns of cuts** are encoded by `label_chunk`, once per distinct value, instead
+//!   of by the Parquet crate's writer, which looks up every row's string in a hash table; the
+//!   file is the same Parquet (dictionary page, `RLE_DICTIONARY` pages), see there.
 //! * **Compaction and import** (`compact`, `import` submodules): merged and imported blocks
 //!   are resolved against the blocks they overlap before they are served, the newest write
 //!   winning, so no view ever holds a sample twice.
@@ -49,6 +52,7 @@ use arrow::array::{AsArray, RecordBatch};
 use arrow::datatypes::TimestampMillisecondType;
 use parking_lot::{Mutex, RwLock};
 use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_writer::compute_leaves;
 use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::metadata::SortingColumn;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
@@ -849,13 +853,56 @@ fn write_parquet(path: &Path, batch: &RecordBatch, level: u32) -> Result<u64> {
         source,
     };
     let file = File::create(path).map_err(io_err(path))?;
-    let mut writer =
-        ArrowWriter::try_new(file, batch.schema(), Some(writer_properties(batch, level)))
-            .map_err(parquet_err)?;
-    writer.write(batch).map_err(parquet_err)?;
-    let file = writer.into_inner().map_err(parquet_err)?;
+    let file =
+        write_row_groups(file, batch, writer_properties(batch, level)).map_err(parquet_err)?;
     file.sync_all().map_err(io_err(path))?;
     Ok(file.metadata().map_err(io_err(path))?.len())
+}
+
+/// Writes `batch` as a Parquet file with `props`, in row groups of [`ROW_GROUP_ROWS`]: label
+/// columns without statistics through [`label_chunk`] (once per distinct value instead of
+/// once per row; see there), every other column through the Parquet crate's Arrow column
+/// writers, exactly as its `ArrowWriter` would.
+fn write_row_groups<W: io::Write + Send>(
+    out: W,
+    batch: &RecordBatch,
+    props: WriterProperties,
+) -> parquet::errors::Result<W> {
+    let schema = batch.schema();
+    let mut writer = ArrowWriter::try_new(out, Arc::clone(&schema), Some(props.clone()))?;
+    if schema.fields().iter().any(|f| f.data_type().is_nested()) {
+        // One leaf per field is assumed below; block schemas are flat, so this is only a guard.
+        writer.write(batch)?;
+        return writer.into_inner();
+    }
+    let (mut file, factory) = writer.into_serialized_writer()?;
+    let columns = file.schema_descr().columns().to_vec();
+    let rows = batch.num_rows();
+    for (index, start) in (0..rows).step_by(ROW_GROUP_ROWS).enumerate() {
+        let len = ROW_GROUP_ROWS.min(rows - start);
+        let writers = factory.create_column_writers(index)?;
+        let mut group = file.next_row_group()?;
+        for (((field, column), mut writer), descr) in schema
+            .fields()
+            .iter()
+            .zip(batch.columns())
+            .zip(writers)
+            .zip(&columns)
+        {
+            let slice = column.slice(start, len);
+            match label_chunk::encode(&slice, descr, &props)? {
+                Some(chunk) => group.append_column(&chunk.bytes, chunk.close)?,
+                None => {
+                    for leaf in compute_leaves(field, &slice)? {
+                        writer.write(&leaf)?;
+                    }
+                    writer.close()?.append_to_row_group(&mut group)?;
+                }
+            }
+        }
+        group.close()?;
+    }
+    file.into_inner()
 }
 
 /// Writes `meta.json` into `tmp`, fsyncs it and the directory, and renames `tmp` to `dir`.
@@ -947,6 +994,7 @@ pub fn local_location(path: &Path) -> String {
 
 mod compact;
 pub mod import;
+mod label_chunk;
 mod merge;
 pub mod remote;
 #[cfg(test)]
