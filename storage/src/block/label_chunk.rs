@@ -32,7 +32,7 @@ use arrow::array::{Array, AsArray, DictionaryArray, StringArray};
 use arrow::datatypes::Int32Type;
 use bytes::Bytes;
 use parquet::basic::{Compression, Encoding, PageType};
-use parquet::column::page::{CompressedPage, Page, PageWriter};
+use parquet::column::page::{CompressedPage, Page, PageWriteSpec, PageWriter};
 use parquet::column::writer::ColumnCloseResult;
 use parquet::errors::{ParquetError, Result};
 use parquet::file::metadata::{ColumnChunkMetaData, OffsetIndexBuilder, PageEncodingStats};
@@ -72,9 +72,12 @@ pub(super) fn encode(
         return Ok(None);
     }
     let codec = props.compression(path);
-    let level = match codec {
+    let mut compressor = match codec {
         Compression::UNCOMPRESSED => None,
-        Compression::ZSTD(level) => Some(level.compression_level()),
+        Compression::ZSTD(level) => Some(
+            zstd::bulk::Compressor::new(level.compression_level())
+                .map_err(|e| ParquetError::External(Box::new(e)))?,
+        ),
         _ => return Ok(None),
     };
     let Some(rows) = Rows::index(dict, values) else {
@@ -83,35 +86,35 @@ pub(super) fn encode(
 
     let mut sink = TrackedWrite::new(Vec::new());
     let mut pages = SerializedPageWriter::new(&mut sink);
-    let mut uncompressed_total = 0u64;
-    let mut compressed_total = 0u64;
-    let mut written_total = 0u64;
+    let mut totals = Totals::default();
     let mut offset_index = (!props.offset_index_disabled()).then(OffsetIndexBuilder::new);
 
     let dictionary = rows.dictionary_page(values);
-    let spec = pages.write_page(compress(
+    let spec = pages.write_page(CompressedPage::new(
         Page::DictionaryPage {
-            buf: Bytes::new(),
+            buf: compress(compressor.as_mut(), &dictionary)?,
             num_values: rows.order.len() as u32,
             encoding: Encoding::PLAIN,
             is_sorted: false,
         },
-        &dictionary,
-        level,
-    )?)?;
+        dictionary.len(),
+    ))?;
     let dictionary_offset = spec.offset as i64;
-    uncompressed_total += spec.uncompressed_size as u64;
-    compressed_total += spec.compressed_size as u64;
-    written_total += spec.bytes_written;
+    totals.add(&spec);
 
     let page_rows = props.data_page_row_count_limit().max(1);
     let nullable = descr.max_def_level() == 1;
+    let width = rows.bit_width();
     let mut data_offset = None;
     let mut data_pages = 0;
     let mut buf = Vec::new();
     let mut next_index = 0;
     for start in (0..dict.len()).step_by(page_rows) {
         let end = (start + page_rows).min(dict.len());
+        let nulls = dict
+            .nulls()
+            .map_or(0, |n| n.slice(start, end - start).null_count());
+        let valid = end - start - nulls;
         buf.clear();
         if nullable {
             // Version-1 pages prefix their definition levels with the levels' byte length.
@@ -122,10 +125,8 @@ pub(super) fn encode(
             buf.extend_from_slice(&(levels.out.len() as u32).to_le_bytes());
             buf.extend_from_slice(&levels.out);
         }
-        let valid = (start..end).filter(|&i| dict.is_valid(i)).count();
         let indices = &rows.indices[next_index..next_index + valid];
         next_index += valid;
-        let width = rows.bit_width();
         buf.push(width);
         let encoded = runs(indices.iter().copied(), RunEncoder::new(width));
         buf.extend_from_slice(&encoded.out);
@@ -134,23 +135,20 @@ pub(super) fn encode(
             .map(|&i| rows.lengths[i as usize] as i64)
             .sum();
 
-        let spec = pages.write_page(compress(
+        let spec = pages.write_page(CompressedPage::new(
             Page::DataPage {
-                buf: Bytes::new(),
+                buf: compress(compressor.as_mut(), &buf)?,
                 num_values: (end - start) as u32,
                 encoding: Encoding::RLE_DICTIONARY,
                 def_level_encoding: Encoding::RLE,
                 rep_level_encoding: Encoding::RLE,
                 statistics: None,
             },
-            &buf,
-            level,
-        )?)?;
+            buf.len(),
+        ))?;
         data_offset.get_or_insert(spec.offset as i64);
         data_pages += 1;
-        uncompressed_total += spec.uncompressed_size as u64;
-        compressed_total += spec.compressed_size as u64;
-        written_total += spec.bytes_written;
+        totals.add(&spec);
         if let Some(index) = offset_index.as_mut() {
             index.append_offset_and_size(spec.offset as i64, spec.compressed_size as i32);
             index.append_row_count((end - start) as i64);
@@ -179,8 +177,8 @@ pub(super) fn encode(
                 count: data_pages,
             },
         ])
-        .set_total_compressed_size(compressed_total as i64)
-        .set_total_uncompressed_size(uncompressed_total as i64)
+        .set_total_compressed_size(totals.compressed as i64)
+        .set_total_uncompressed_size(totals.uncompressed as i64)
         .set_num_values(dict.len() as i64)
         .set_data_page_offset(data_offset.unwrap_or(dictionary_offset))
         .set_dictionary_page_offset(Some(dictionary_offset))
@@ -188,7 +186,7 @@ pub(super) fn encode(
     Ok(Some(EncodedChunk {
         bytes,
         close: ColumnCloseResult {
-            bytes_written: written_total,
+            bytes_written: totals.written,
             rows_written: dict.len() as u64,
             metadata,
             bloom_filter: None,
@@ -198,44 +196,32 @@ pub(super) fn encode(
     }))
 }
 
-/// A page, its `buf` replaced by `data` compressed at `level` (or as it is, for `None`).
-fn compress(page: Page, data: &[u8], level: Option<i32>) -> Result<CompressedPage> {
-    let buf = match level {
-        Some(level) => Bytes::from(
-            zstd::bulk::compress(data, level).map_err(|e| ParquetError::External(Box::new(e)))?,
+/// Sizes of the pages written so far, as the column chunk's metadata counts them.
+#[derive(Default)]
+struct Totals {
+    uncompressed: u64,
+    compressed: u64,
+    written: u64,
+}
+
+impl Totals {
+    fn add(&mut self, spec: &PageWriteSpec) {
+        self.uncompressed += spec.uncompressed_size as u64;
+        self.compressed += spec.compressed_size as u64;
+        self.written += spec.bytes_written;
+    }
+}
+
+/// A page's bytes compressed by `compressor` (one context for all pages of a chunk), or as
+/// they are when the column is uncompressed.
+fn compress(compressor: Option<&mut zstd::bulk::Compressor<'_>>, data: &[u8]) -> Result<Bytes> {
+    Ok(match compressor {
+        Some(c) => Bytes::from(
+            c.compress(data)
+                .map_err(|e| ParquetError::External(Box::new(e)))?,
         ),
         None => Bytes::copy_from_slice(data),
-    };
-    let page = match page {
-        Page::DictionaryPage {
-            num_values,
-            encoding,
-            is_sorted,
-            ..
-        } => Page::DictionaryPage {
-            buf,
-            num_values,
-            encoding,
-            is_sorted,
-        },
-        Page::DataPage {
-            num_values,
-            encoding,
-            def_level_encoding,
-            rep_level_encoding,
-            statistics,
-            ..
-        } => Page::DataPage {
-            buf,
-            num_values,
-            encoding,
-            def_level_encoding,
-            rep_level_encoding,
-            statistics,
-        },
-        other => other,
-    };
-    Ok(CompressedPage::new(page, data.len()))
+    })
 }
 
 /// The chunk's rows as page-dictionary indices.
