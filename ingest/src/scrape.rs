@@ -4,9 +4,10 @@
 //! ```text
 //! ScrapeManager::run(jobs) ─► targets: static + file_sd (watched), relabelled
 //!                          ─► per target: ScrapeLoop (own task, own ScrapeCache)
-//!     every interval, at a fixed offset:  GET url ──► append_body ──► commit
+//!     every interval, at a fixed offset:  GET url ──► append_body_buffer ──► commit
 //!                                         │ failure: rollback, up = 0, error kept
 //!                                         └─► synthetic series: up, scrape_duration_seconds, ...
+//!                                             (first in the same commit: one WAL record)
 //! ScrapeManager::targets() ─► TargetStatus rows for `system.targets`
 //! ```
 //!
@@ -31,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 use tracing::{debug, info, warn};
 
-use crate::append::{AppendOptions, ScrapeCache, append_body};
+use crate::append::{AppendOptions, ScrapeCache, append_body_buffer};
 use crate::config::{ScrapeJob, TargetSpec};
 use crate::discovery::FileTargets;
 use crate::exposition::Format;
@@ -480,11 +481,12 @@ impl ScrapeLoop {
         let start_ms = unix_ms();
         let started = Instant::now();
         self.metrics.scrapes.inc();
-        let fetched = self.fetch().await;
+        let mut body = Vec::new();
+        let fetched = self.fetch(&mut body).await;
         let job = Arc::clone(&self.target.job);
         let labels = &self.target.spec.labels;
         let mut app = self.head.appender_with_capacity(self.cache.last_samples());
-        let result = fetched.and_then(|(body, format)| {
+        let result = fetched.and_then(|format| {
             let opts = AppendOptions {
                 target_labels: labels,
                 honor_labels: job.honor_labels,
@@ -494,8 +496,11 @@ impl ScrapeLoop {
                 format,
                 default_timestamp: start_ms,
             };
-            append_body(&body, &mut self.cache, &mut app, &opts).map_err(|e| e.to_string())
+            // The cache keeps this body and hands back the last one, freed below.
+            append_body_buffer(&mut body, &mut self.cache, &mut app, &opts)
+                .map_err(|e| e.to_string())
         });
+        drop(body);
         let duration = started.elapsed().as_secs_f64();
         let (up, stats, error) = match result {
             Ok(stats) => (1.0, stats, None),
@@ -528,14 +533,14 @@ impl ScrapeLoop {
                 Err(e) => debug!(error = %e, "cannot record {name}"),
             }
         }
+        // One commit, one WAL record: the report first, then the body's samples.
+        app.prepend(&mut report_app);
         let mut error = error;
-        for commit in [report_app.commit(), app.commit()] {
-            if let Err(e) = commit {
-                // The WAL could not be written (disk full, I/O error): the scrape is lost,
-                // and the target shows why.
-                warn!(url = %self.target.spec.url, error = %e, "scraped samples not stored");
-                error.get_or_insert_with(|| e.to_string());
-            }
+        if let Err(e) = app.commit() {
+            // The WAL could not be written (disk full, I/O error): the scrape is lost, and
+            // the target shows why.
+            warn!(url = %self.target.spec.url, error = %e, "scraped samples not stored");
+            error.get_or_insert_with(|| e.to_string());
         }
         let mut status = self.target.status.lock();
         status.last_scrape = Some(start_ms);
@@ -551,7 +556,8 @@ impl ScrapeLoop {
         status.last_error = error;
     }
 
-    async fn fetch(&self) -> Result<(bytes::Bytes, Format), String> {
+    /// GETs the target into `body` (cleared first) and says which format it is in.
+    async fn fetch(&self, body: &mut Vec<u8>) -> Result<Format, String> {
         let timeout = self.target.spec.timeout;
         let request = self.client.get(self.target.spec.url.clone());
         let mut response = self
@@ -577,17 +583,22 @@ impl ScrapeLoop {
             .get(reqwest::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map_or(Format::Prometheus, Format::from_content_type);
-        let limit = self.target.job.limits.body_size;
-        if limit == 0 {
-            return response
-                .bytes()
-                .await
-                .map(|b| (b, format))
-                .map_err(|e| describe_reqwest_error(&e, timeout));
-        }
+        let limit = match self.target.job.limits.body_size {
+            0 => u64::MAX,
+            n => n,
+        };
+        // Room for the whole body at once: its declared length when there is one (it is
+        // the compressed length under gzip, a lower bound), else the last body's size;
+        // never more than the limit or 64 MiB before the bytes are actually there.
+        let hint = response
+            .content_length()
+            .unwrap_or(self.cache.last_body_len() as u64)
+            .min(limit)
+            .min(64 << 20);
+        body.clear();
+        body.reserve_exact(hint as usize);
         // Read chunk by chunk (decompressed) and give up as soon as the limit is passed, so a
         // huge or gzip-bombed body never sits in memory whole.
-        let mut body = bytes::BytesMut::new();
         while let Some(chunk) = response
             .chunk()
             .await
@@ -595,13 +606,12 @@ impl ScrapeLoop {
         {
             if (body.len() + chunk.len()) as u64 > limit {
                 return Err(format!(
-                    "body size limit exceeded: more than {} bytes (body_size_limit)",
-                    limit
+                    "body size limit exceeded: more than {limit} bytes (body_size_limit)"
                 ));
             }
             body.extend_from_slice(&chunk);
         }
-        Ok((body.freeze(), format))
+        Ok(format)
     }
 }
 
