@@ -100,11 +100,6 @@ impl ScrapeCache {
         self.entries.len()
     }
 
-    /// Bytes of the last body kept (0 when none): a size hint for the next read.
-    pub fn last_body_len(&self) -> usize {
-        self.last_body.len()
-    }
-
     /// Sample lines in the last body: a size hint for the next scrape's appender.
     pub fn last_samples(&self) -> usize {
         self.last_order.len()
@@ -165,41 +160,6 @@ pub enum BodyError {
 /// Parses `body` and appends its samples to `app` (not committed). On error the caller rolls
 /// back: a scrape is taken whole or not at all.
 pub fn append_body(
-    body: &[u8],
-    cache: &mut ScrapeCache,
-    app: &mut dyn Appender,
-    opts: &AppendOptions<'_>,
-) -> Result<BodyStats, BodyError> {
-    let stats = append_samples(body, cache, app, opts)?;
-    cache.last_body.clear();
-    if u32::try_from(body.len()).is_ok() {
-        cache.last_body.extend_from_slice(body);
-    }
-    Ok(stats)
-}
-
-/// [`append_body`] for a body read into a buffer the caller reuses: on success the cache
-/// keeps the body by swapping buffers, and `body` comes back holding the previous scrape's
-/// (to be cleared and filled by the next read). That saves the copy of every body into the
-/// cache and, with the read buffer reused, two allocations of a body's size per scrape.
-pub fn append_body_buffer(
-    body: &mut Vec<u8>,
-    cache: &mut ScrapeCache,
-    app: &mut dyn Appender,
-    opts: &AppendOptions<'_>,
-) -> Result<BodyStats, BodyError> {
-    let stats = append_samples(body, cache, app, opts)?;
-    if u32::try_from(body.len()).is_ok() {
-        std::mem::swap(&mut cache.last_body, body);
-    } else {
-        cache.last_body.clear();
-    }
-    Ok(stats)
-}
-
-/// Everything of [`append_body`] but keeping the body: the caller stores it in
-/// `cache.last_body`, which the spans of `cache.last_order` point into.
-fn append_samples(
     body: &[u8],
     cache: &mut ScrapeCache,
     app: &mut dyn Appender,
@@ -354,6 +314,10 @@ fn append_samples(
         cache
             .entries
             .retain(|_, e| iteration.wrapping_sub(e.last_seen) <= 1);
+    }
+    cache.last_body.clear();
+    if record_order {
+        cache.last_body.extend_from_slice(body);
     }
     std::mem::swap(&mut cache.last_order, &mut cache.order);
     Ok(stats)
@@ -650,10 +614,7 @@ mod tests {
         let target = Labels::from_pairs([("job", "j")]);
         let kept = Head::new(HeadConfig::default());
         let fresh = Head::new(HeadConfig::default());
-        // A third keeps its cache by swapping read buffers, as the scrape loop does.
-        let swapped = Head::new(HeadConfig::default());
         let mut cache = ScrapeCache::default();
-        let mut swap_cache = ScrapeCache::default();
         for (t, body) in bodies.iter().enumerate() {
             let o = AppendOptions {
                 default_timestamp: t as i64,
@@ -662,14 +623,6 @@ mod tests {
             let mut app = kept.appender();
             let a = append_body(body, &mut cache, &mut app, &o).unwrap();
             app.commit().unwrap();
-            let mut app = swapped.appender();
-            let mut buffer = body.to_vec();
-            let c = append_body_buffer(&mut buffer, &mut swap_cache, &mut app, &o).unwrap();
-            app.commit().unwrap();
-            let previous: &[u8] = if t == 0 { b"" } else { bodies[t - 1] };
-            assert_eq!(buffer, previous, "the buffer comes back with the last body");
-            assert_eq!(swap_cache.last_body_len(), body.len());
-            assert_eq!((a.scraped, a.series_added), (c.scraped, c.series_added));
             let mut app = fresh.appender();
             let b = append_body(body, &mut ScrapeCache::default(), &mut app, &o).unwrap();
             app.commit().unwrap();
@@ -690,9 +643,7 @@ mod tests {
                     .unwrap()
             };
             assert_eq!(rows(&kept), rows(&fresh), "{name}");
-            assert_eq!(rows(&swapped), rows(&fresh), "{name}");
         }
-        assert_eq!(swapped.metric_names(), fresh.metric_names());
         assert_eq!(kept.metric("b").unwrap().snapshot().rows(), 5);
     }
 

@@ -4,7 +4,7 @@
 //! ```text
 //! ScrapeManager::run(jobs) ─► targets: static + file_sd (watched), relabelled
 //!                          ─► per target: ScrapeLoop (own task, own ScrapeCache)
-//!     every interval, at a fixed offset:  GET url ──► append_body_buffer ──► commit
+//!     every interval, at a fixed offset:  GET url ──► append_body ──► commit
 //!                                         │ failure: rollback, up = 0, error kept
 //!                                         └─► synthetic series: up, scrape_duration_seconds, ...
 //!                                             (first in the same commit: one WAL record)
@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 use tracing::{debug, info, warn};
 
-use crate::append::{AppendOptions, ScrapeCache, append_body_buffer};
+use crate::append::{AppendOptions, ScrapeCache, append_body};
 use crate::config::{ScrapeJob, TargetSpec};
 use crate::discovery::FileTargets;
 use crate::exposition::Format;
@@ -481,12 +481,11 @@ impl ScrapeLoop {
         let start_ms = unix_ms();
         let started = Instant::now();
         self.metrics.scrapes.inc();
-        let mut body = Vec::new();
-        let fetched = self.fetch(&mut body).await;
+        let fetched = self.fetch().await;
         let job = Arc::clone(&self.target.job);
         let labels = &self.target.spec.labels;
         let mut app = self.head.appender_with_capacity(self.cache.last_samples());
-        let result = fetched.and_then(|format| {
+        let result = fetched.and_then(|(body, format)| {
             let opts = AppendOptions {
                 target_labels: labels,
                 honor_labels: job.honor_labels,
@@ -496,11 +495,8 @@ impl ScrapeLoop {
                 format,
                 default_timestamp: start_ms,
             };
-            // The cache keeps this body and hands back the last one, freed below.
-            append_body_buffer(&mut body, &mut self.cache, &mut app, &opts)
-                .map_err(|e| e.to_string())
+            append_body(&body, &mut self.cache, &mut app, &opts).map_err(|e| e.to_string())
         });
-        drop(body);
         let duration = started.elapsed().as_secs_f64();
         let (up, stats, error) = match result {
             Ok(stats) => (1.0, stats, None),
@@ -556,8 +552,7 @@ impl ScrapeLoop {
         status.last_error = error;
     }
 
-    /// GETs the target into `body` (cleared first) and says which format it is in.
-    async fn fetch(&self, body: &mut Vec<u8>) -> Result<Format, String> {
+    async fn fetch(&self) -> Result<(bytes::Bytes, Format), String> {
         let timeout = self.target.spec.timeout;
         let request = self.client.get(self.target.spec.url.clone());
         let mut response = self
@@ -583,22 +578,17 @@ impl ScrapeLoop {
             .get(reqwest::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map_or(Format::Prometheus, Format::from_content_type);
-        let limit = match self.target.job.limits.body_size {
-            0 => u64::MAX,
-            n => n,
-        };
-        // Room for the whole body at once: its declared length when there is one (it is
-        // the compressed length under gzip, a lower bound), else the last body's size;
-        // never more than the limit or 64 MiB before the bytes are actually there.
-        let hint = response
-            .content_length()
-            .unwrap_or(self.cache.last_body_len() as u64)
-            .min(limit)
-            .min(64 << 20);
-        body.clear();
-        body.reserve_exact(hint as usize);
+        let limit = self.target.job.limits.body_size;
+        if limit == 0 {
+            return response
+                .bytes()
+                .await
+                .map(|b| (b, format))
+                .map_err(|e| describe_reqwest_error(&e, timeout));
+        }
         // Read chunk by chunk (decompressed) and give up as soon as the limit is passed, so a
         // huge or gzip-bombed body never sits in memory whole.
+        let mut body = bytes::BytesMut::new();
         while let Some(chunk) = response
             .chunk()
             .await
@@ -606,12 +596,13 @@ impl ScrapeLoop {
         {
             if (body.len() + chunk.len()) as u64 > limit {
                 return Err(format!(
-                    "body size limit exceeded: more than {limit} bytes (body_size_limit)"
+                    "body size limit exceeded: more than {} bytes (body_size_limit)",
+                    limit
                 ));
             }
             body.extend_from_slice(&chunk);
         }
-        Ok(format)
+        Ok((body.freeze(), format))
     }
 }
 
