@@ -7,7 +7,6 @@
 //!     every interval, at a fixed offset:  GET url ──► append_body ──► commit
 //!                                         │ failure: rollback, up = 0, error kept
 //!                                         └─► synthetic series: up, scrape_duration_seconds, ...
-//!                                             (first in the same commit: one WAL record)
 //! ScrapeManager::targets() ─► TargetStatus rows for `system.targets`
 //! ```
 //!
@@ -529,14 +528,14 @@ impl ScrapeLoop {
                 Err(e) => debug!(error = %e, "cannot record {name}"),
             }
         }
-        // One commit, one WAL record: the report first, then the body's samples.
-        app.prepend(&mut report_app);
         let mut error = error;
-        if let Err(e) = app.commit() {
-            // The WAL could not be written (disk full, I/O error): the scrape is lost, and
-            // the target shows why.
-            warn!(url = %self.target.spec.url, error = %e, "scraped samples not stored");
-            error.get_or_insert_with(|| e.to_string());
+        for commit in [report_app.commit(), app.commit()] {
+            if let Err(e) = commit {
+                // The WAL could not be written (disk full, I/O error): the scrape is lost,
+                // and the target shows why.
+                warn!(url = %self.target.spec.url, error = %e, "scraped samples not stored");
+                error.get_or_insert_with(|| e.to_string());
+            }
         }
         let mut status = self.target.status.lock();
         status.last_scrape = Some(start_ms);

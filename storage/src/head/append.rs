@@ -91,15 +91,6 @@ impl<'a> HeadAppender<'a> {
         }
     }
 
-    /// Moves every sample buffered in `other` ahead of this appender's own, so one commit
-    /// (one WAL record, one lock of the WAL) carries both, in that order. A scrape uses it to
-    /// put its report (`up`, `scrape_*`), worked out after the body, before the body's
-    /// samples: the report then wins a duplicate timestamp, as it did when it was committed
-    /// first on its own (a second WAL record per scrape, 2 of the ~6 syscalls it made).
-    pub fn prepend(&mut self, other: &mut HeadAppender<'_>) {
-        self.samples.splice(0..0, other.samples.drain(..));
-    }
-
     /// Writes the commit's record: every sample the head may accept, preceded by the
     /// definitions of series the current segment has not defined yet. The returned writer
     /// keeps the WAL locked until the samples are applied, so the head applies commits in

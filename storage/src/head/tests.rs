@@ -462,37 +462,6 @@ fn wal_replay_restores_every_committed_sample_and_nothing_rolled_back() {
 }
 
 #[test]
-fn prepended_samples_commit_first_in_one_wal_record() {
-    let dir = tempfile::tempdir().unwrap();
-    let (h, _) = open_wal(dir.path(), i64::MIN);
-    let records = || h.wal().unwrap().metrics().records.get();
-    let before = records();
-    let mut body = h.appender();
-    let up = body.series("up", &[("job", "j")]).unwrap();
-    let m = body.series("m", &[("job", "j")]).unwrap();
-    // The body names a series like the report's, at the same time: the report must win.
-    body.append(up, 10, 0.5);
-    body.append(m, 10, 1.0);
-    let mut report = h.appender();
-    report.append(up, 10, 1.0);
-    body.prepend(&mut report);
-    let stats = body.commit().unwrap();
-    assert_eq!(records() - before, 1, "one commit, one record");
-    assert_eq!((stats.appended, stats.out_of_order), (2, 1));
-    // The report appender is left empty: committing it adds nothing.
-    assert_eq!(report.commit().unwrap(), AppendStats::default());
-    assert_eq!(records() - before, 1);
-    let up_rows = |h: &Head| rows(&read_all(&h.metric("up").unwrap().snapshot()));
-    assert_eq!(up_rows(&h), vec![("job=j".to_string(), 10, 1.0)]);
-    let state = dump(&h);
-    drop((body, report));
-    drop(h);
-    let (h, _) = open_wal(dir.path(), i64::MIN);
-    assert_eq!(dump(&h), state);
-    assert_eq!(up_rows(&h), vec![("job=j".to_string(), 10, 1.0)]);
-}
-
-#[test]
 fn wal_replay_skips_what_blocks_hold_and_ignores_max_series() {
     let dir = tempfile::tempdir().unwrap();
     let (h, _) = open_wal(dir.path(), i64::MIN);
