@@ -406,17 +406,9 @@ mod tests {
     #[test]
     fn oversized_bodies_are_refused_before_decompressing() {
         // A snappy header that claims 1 GB.
+        // (Snappy's length header is the same LEB128 varint as protobuf's.)
         let mut body = Vec::new();
-        let mut n: u64 = 1 << 30;
-        loop {
-            let byte = (n & 0x7f) as u8;
-            n >>= 7;
-            if n == 0 {
-                body.push(byte);
-                break;
-            }
-            body.push(byte | 0x80);
-        }
+        prost::encoding::encode_varint(1 << 30, &mut body);
         body.extend_from_slice(&[0; 16]);
         let err = decode(&body).unwrap_err();
         assert!(
