@@ -25,41 +25,36 @@ use crate::relabel::{LabelSet, Rule, relabel};
 
 /// Per-target memory of series spans already resolved to head series.
 ///
-/// Held for every target between scrapes, so its per-series records are kept small: the
-/// order is 16 bytes per line (offsets as `u32`, a `Resolved` instead of an
-/// `Option<SeriesRef>`), an entry's value 12 bytes. For the ingest benchmark's 98,700 series
-/// (50 targets) the wider layout (32 and 24 bytes) held 4.8 MB more by count (two orders,
-/// and hash slots of 40 bytes instead of 32); the replica's RSS at the end of
-/// `benches/ingest_vs_prometheus.py --align-cut` went from 119.8 to 112.9 MB between runs.
+/// Held for every target between scrapes, so it is laid out for size: each span's bytes are
+/// kept once, back to back in one arena (no allocation per series, and no copy of the last
+/// body: the expected-order comparison reads the arena); an entry is 20 bytes in a slab, the
+/// hash index holds 4-byte slab numbers, and the order of a body is 4 bytes per line. The
+/// earlier layout (a map from a boxed span to its entry, the whole last body, 16-byte order
+/// records) held about 260 bytes per series against about 100 now, by count, for the ingest
+/// benchmark's lines (60-byte spans in a 157 KB body of 1,969 lines).
 #[derive(Debug, Default)]
 pub struct ScrapeCache {
-    entries: HashMap<Box<[u8]>, CacheEntry, ahash::RandomState>,
+    /// The spans of the entries, back to back.
+    arena: Vec<u8>,
+    /// Arena bytes no live entry points to (evicted); reclaimed once they are half of it.
+    garbage: usize,
+    /// The entries, numbered by their place here; a slot freed by eviction is reused.
+    entries: Vec<CacheEntry>,
+    /// Free slots of `entries`.
+    free: Vec<u32>,
+    /// The live entries' numbers, found by the hash of their span.
+    index: hashbrown::HashTable<u32>,
+    hasher: ahash::RandomState,
     /// The metadata this target declared, so the head is told only about changes.
     metadata: HashMap<String, MetricMetadata, ahash::RandomState>,
     /// Hash of the last scrape's metadata lines: equal means nothing to do.
     metadata_hash: u64,
     /// Incremented (wrapping) per scrape; entries remember the last scrape that saw them.
     iteration: u32,
-    /// The last appended body, and its samples in order (spans into it). A body over 4 GiB
-    /// is neither kept nor ordered: its next scrape takes the full path for every line.
-    last_body: Vec<u8>,
-    last_order: Vec<Known>,
+    /// The entries of the last appended body's sample lines, in order.
+    last_order: Vec<u32>,
     /// The order being recorded for the current scrape.
-    order: Vec<Known>,
-}
-
-/// A sample line of a body, in order: where its series span is and what it resolved to.
-#[derive(Debug, Clone, Copy)]
-struct Known {
-    start: u32,
-    len: u32,
-    series: Resolved,
-}
-
-impl Known {
-    fn span(self) -> std::ops::Range<usize> {
-        self.start as usize..self.start as usize + self.len as usize
-    }
+    order: Vec<u32>,
 }
 
 /// The head series a span resolved to, or [`Resolved::DROPPED`] when
@@ -86,18 +81,28 @@ impl Resolved {
 /// How far ahead of the expected place a slow-path line is looked for in the last order.
 const RESYNC_WINDOW: usize = 16;
 
+/// A series span as the target wrote it and what it resolved to.
 #[derive(Debug, Clone, Copy)]
 struct CacheEntry {
+    /// Where the span is in the arena.
+    start: u32,
+    len: u32,
     /// Dropped when `metric_relabel_configs` drop the series: remembered, so a dropped series
     /// costs one lookup per scrape, like a kept one.
     series: Resolved,
     last_seen: u32,
 }
 
+impl CacheEntry {
+    fn span(&self) -> std::ops::Range<usize> {
+        self.start as usize..self.start as usize + self.len as usize
+    }
+}
+
 impl ScrapeCache {
     /// Entries in the cache.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.index.len()
     }
 
     /// Sample lines in the last body: a size hint for the next scrape's appender.
@@ -107,7 +112,95 @@ impl ScrapeCache {
 
     /// True when the cache is empty.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.index.is_empty()
+    }
+
+    /// The entry holding `span`, whose hash is `hash`.
+    fn find(&self, hash: u64, span: &[u8]) -> Option<u32> {
+        let (arena, entries) = (&self.arena, &self.entries);
+        self.index
+            .find(hash, |&i| arena[entries[i as usize].span()] == *span)
+            .copied()
+    }
+
+    /// Adds an entry for `span` (not in the cache); `None` when the arena or the slab would
+    /// pass 4 GiB or 2³² entries, in which case the span is simply not cached.
+    fn insert(&mut self, hash: u64, span: &[u8], series: Resolved, seen: u32) -> Option<u32> {
+        let start = u32::try_from(self.arena.len()).ok()?;
+        let len = u32::try_from(span.len()).ok()?;
+        start.checked_add(len)?;
+        let entry = CacheEntry {
+            start,
+            len,
+            series,
+            last_seen: seen,
+        };
+        let i = match self.free.pop() {
+            Some(i) => {
+                self.entries[i as usize] = entry;
+                i
+            }
+            None => {
+                let i = u32::try_from(self.entries.len()).ok()?;
+                self.entries.push(entry);
+                i
+            }
+        };
+        self.arena.extend_from_slice(span);
+        let (arena, entries, hasher) = (&self.arena, &self.entries, &self.hasher);
+        self.index.insert_unique(hash, i, |&j| {
+            hasher.hash_one(&arena[entries[j as usize].span()])
+        });
+        Some(i)
+    }
+
+    /// Drops the entries the last two scrapes did not see, and reclaims their room once it is
+    /// half of what the cache holds. Called after a body is appended, before its order
+    /// becomes the last order: `order` holds only entries seen now, so none is dropped.
+    fn evict(&mut self, iteration: u32) {
+        let (entries, free, garbage) = (&self.entries, &mut self.free, &mut self.garbage);
+        self.index.retain(|&mut i| {
+            let e = &entries[i as usize];
+            let keep = iteration.wrapping_sub(e.last_seen) <= 1;
+            if !keep {
+                free.push(i);
+                *garbage += e.len as usize;
+            }
+            keep
+        });
+        if self.garbage > self.arena.len() / 2 || self.free.len() > self.entries.len() / 2 {
+            self.compact();
+        }
+    }
+
+    /// Rewrites the arena and the slab with the live entries only, in the order of the
+    /// current body (so the next scrape reads both front to back), renumbering them.
+    fn compact(&mut self) {
+        const NONE: u32 = u32::MAX;
+        let mut renumber = vec![NONE; self.entries.len()];
+        let mut arena = Vec::with_capacity(self.arena.len() - self.garbage);
+        let mut entries = Vec::with_capacity(self.index.len());
+        let live = self.order.iter().chain(self.index.iter());
+        for &i in live {
+            if renumber[i as usize] != NONE {
+                continue;
+            }
+            let e = self.entries[i as usize];
+            renumber[i as usize] = entries.len() as u32;
+            entries.push(CacheEntry {
+                start: arena.len() as u32,
+                ..e
+            });
+            arena.extend_from_slice(&self.arena[e.span()]);
+        }
+        for i in self.index.iter_mut().chain(self.order.iter_mut()) {
+            *i = renumber[*i as usize];
+        }
+        self.arena = arena;
+        self.entries = entries;
+        self.free.clear();
+        self.free.shrink_to_fit();
+        self.garbage = 0;
     }
 }
 
@@ -167,8 +260,6 @@ pub fn append_body(
 ) -> Result<BodyStats, BodyError> {
     cache.iteration = cache.iteration.wrapping_add(1);
     let iteration = cache.iteration;
-    // Spans are kept as `u32` offsets: a larger body records no order.
-    let record_order = u32::try_from(body.len()).is_ok();
     let mut stats = BodyStats::default();
     let mut scratch: Vec<(Cow<'_, str>, Cow<'_, str>)> = Vec::new();
     // Metadata lines are collected as they come and compared with the last scrape's by one
@@ -184,20 +275,20 @@ pub fn append_body(
     let mut cursor = 0;
     cache.order.clear();
     loop {
-        let known = cache.last_order.get(cursor).and_then(|k| {
-            let span = &cache.last_body[k.span()];
-            parser.next_known(span).map(|line| (*k, line))
+        let known = cache.last_order.get(cursor).and_then(|&i| {
+            let e = &cache.entries[i as usize];
+            let span = &cache.arena[e.span()];
+            parser
+                .next_known(span)
+                .map(|(_, value, timestamp)| (i, value, timestamp))
         });
-        if let Some((k, (start, value, timestamp))) = known {
+        if let Some((i, value, timestamp)) = known {
             cursor += 1;
             stats.scraped += 1;
-            if record_order {
-                cache.order.push(Known {
-                    start: start as u32,
-                    ..k
-                });
-            }
-            if let Some(series) = k.series.get() {
+            cache.order.push(i);
+            let e = &mut cache.entries[i as usize];
+            e.last_seen = iteration;
+            if let Some(series) = e.series.get() {
                 stats.post_relabel += 1;
                 app.append(series, stamp(timestamp), value);
             }
@@ -223,19 +314,20 @@ pub fn append_body(
         };
         stats.scraped += 1;
         let timestamp = stamp(sample.timestamp);
-        let series = match cache.entries.get_mut(sample.series) {
-            Some(e) => {
+        let hash = cache.hasher.hash_one(sample.series);
+        let series = match cache.find(hash, sample.series) {
+            Some(i) => {
+                let e = &mut cache.entries[i as usize];
                 e.last_seen = iteration;
+                let series = e.series.get();
                 // Seen before but not where expected: move the expected place to just after
                 // where it was, if that is near (a series removed or inserted before it).
                 let mut near = cache.last_order.iter().skip(cursor).take(RESYNC_WINDOW);
-                if let Some(d) = near.position(|k| {
-                    k.len as usize == sample.series.len()
-                        && cache.last_body[k.span()] == *sample.series
-                }) {
+                if let Some(d) = near.position(|&k| k == i) {
                     cursor += d + 1;
                 }
-                e.series.get()
+                cache.order.push(i);
+                series
             }
             None => {
                 merge_labels(&mut scratch, sample.labels(), opts);
@@ -258,25 +350,15 @@ pub fn append_body(
                     Err(e) => return Err(BodyError::Append(e)),
                 };
                 stats.series_added += u64::from(series.is_some());
-                cache.entries.insert(
-                    sample.series.into(),
-                    CacheEntry {
-                        series: Resolved::new(series),
-                        last_seen: iteration,
-                    },
-                );
+                // A span the cache cannot hold (past 4 GiB) leaves a gap in the order: the
+                // next scrape resolves that line on the full path again.
+                if let Some(i) = cache.insert(hash, sample.series, Resolved::new(series), iteration)
+                {
+                    cache.order.push(i);
+                }
                 series
             }
         };
-        // The span lies in `body` (the parser borrows from it).
-        if record_order {
-            let start = sample.series.as_ptr() as usize - body.as_ptr() as usize;
-            cache.order.push(Known {
-                start: start as u32,
-                len: sample.series.len() as u32,
-                series: Resolved::new(series),
-            });
-        }
         if let Some(series) = series {
             stats.post_relabel += 1;
             app.append(series, timestamp, sample.value);
@@ -289,38 +371,26 @@ pub fn append_body(
         )));
     }
     update_metadata(cache, app, &metadata);
-    if cache.entries.len() > cache.order.len() {
-        // Some entries were not in this body. Lines taken by the fast path did not touch
-        // their entries: mark them now (this scrape's and the last one's), then drop what
-        // the last two scrapes did not see.
-        let scrapes = [
-            (body, &cache.order, iteration),
-            (
-                &cache.last_body[..],
-                &cache.last_order,
-                iteration.wrapping_sub(1),
-            ),
-        ];
-        for (text, order, seen) in scrapes {
-            for k in order {
-                if let Some(e) = cache.entries.get_mut(&text[k.span()]) {
-                    // The more recent of the two, counted back from this scrape (wraps).
-                    if iteration.wrapping_sub(seen) < iteration.wrapping_sub(e.last_seen) {
-                        e.last_seen = seen;
-                    }
-                }
-            }
-        }
-        cache
-            .entries
-            .retain(|_, e| iteration.wrapping_sub(e.last_seen) <= 1);
+    // Some entries were not in this body (lines seen now are marked as they are read): drop
+    // what the last two scrapes did not see.
+    if cache.index.len() > cache.order.len() {
+        cache.evict(iteration);
     }
-    cache.last_body.clear();
-    if record_order {
-        cache.last_body.extend_from_slice(body);
+    // Growth by doubling leaves up to half of a buffer unused, held for as long as the
+    // target is scraped: give back what is well over the need once the additions are done.
+    if stats.series_added > 0 {
+        shrink_slack(&mut cache.arena);
+        shrink_slack(&mut cache.entries);
     }
     std::mem::swap(&mut cache.last_order, &mut cache.order);
     Ok(stats)
+}
+
+/// Gives back a buffer's unused room when it is over a quarter of what is used.
+fn shrink_slack<T>(v: &mut Vec<T>) {
+    if v.capacity() - v.len() > v.len() / 4 {
+        v.shrink_to_fit();
+    }
 }
 
 /// Which `# …` line a metadata value came from.
@@ -555,8 +625,7 @@ mod tests {
 
     #[test]
     fn the_cache_keeps_small_records_and_evicts_across_the_counter_wrap() {
-        assert_eq!(std::mem::size_of::<Known>(), 16);
-        assert_eq!(std::mem::size_of::<CacheEntry>(), 12);
+        assert_eq!(std::mem::size_of::<CacheEntry>(), 20);
         assert_eq!(Resolved::new(None).get(), None);
         let r = SeriesRef {
             metric: 3,
@@ -596,6 +665,64 @@ mod tests {
             "b came back as the same head series"
         );
         assert_eq!(head.metric("a").unwrap().snapshot().rows(), 5);
+    }
+
+    #[test]
+    fn the_cache_reclaims_room_when_most_series_vanish() {
+        let head = Head::new(HeadConfig::default());
+        let target = Labels::from_pairs([("job", "j")]);
+        let mut cache = ScrapeCache::default();
+        let mut app = head.appender();
+        let mut scrape = |cache: &mut ScrapeCache, body: &str, t: i64| {
+            let o = AppendOptions {
+                default_timestamp: t,
+                ..opts(&target)
+            };
+            let s = append_body(body.as_bytes(), cache, &mut app, &o).unwrap();
+            app.commit().unwrap();
+            (s.scraped, s.series_added)
+        };
+        let all: String = (0..100).map(|i| format!("m{{i=\"{i}\"}} 1\n")).collect();
+        let few: String = (50..55).map(|i| format!("m{{i=\"{i}\"}} 1\n")).collect();
+        assert_eq!(scrape(&mut cache, &all, 1), (100, 100));
+        assert_eq!(scrape(&mut cache, &all, 2), (100, 0));
+        let full_arena = cache.arena.len();
+        for t in 3..6 {
+            assert_eq!(
+                scrape(&mut cache, &(few.clone() + "x 1\n"), t),
+                (6, u64::from(t == 3))
+            );
+        }
+        assert_eq!(cache.len(), 6);
+        assert_eq!(cache.entries.len(), 6, "the slab was rewritten");
+        assert_eq!(
+            cache.arena.len(),
+            5 * "m{i=\"50\"}".len() + 1,
+            "the arena too"
+        );
+        assert!(cache.arena.len() < full_arena / 10);
+        // Renumbered entries still resolve to their series, on both paths.
+        let back = format!("m{{i=\"7\"}} 1\nx 1\n{few}");
+        assert_eq!(scrape(&mut cache, &back, 6), (7, 1), "m{{i=7}} was evicted");
+        assert_eq!(scrape(&mut cache, &back, 7), (7, 0));
+        assert_eq!(
+            head.series_count(),
+            101,
+            "m{{i=7}} came back as the same series"
+        );
+        let rows = |i: u32| {
+            let labels = Labels::from_pairs([("i", i.to_string().as_str()), ("job", "j")]);
+            let s = head.metric("m").unwrap().series();
+            s.into_iter()
+                .find(|s| s.labels == labels)
+                .unwrap()
+                .last_timestamp
+        };
+        assert_eq!((rows(7), rows(52), rows(99)), (7, 7, 2));
+        assert_eq!(
+            head.metric("m").unwrap().snapshot().rows(),
+            200 + 5 * 3 + 6 * 2
+        );
     }
 
     #[test]

@@ -668,18 +668,53 @@ fn scan_labels(line: &[u8], mut i: usize) -> Result<(usize, bool), String> {
 
 /// Parses a sample value as Go's `ParseFloat` does for the forms exporters write.
 pub(crate) fn parse_value(token: &[u8]) -> Option<f64> {
-    // Fast path: small non-negative integers, the commonest counter and gauge form.
-    if token.len() <= 15 && token.iter().all(u8::is_ascii_digit) {
-        let mut n: u64 = 0;
-        for &d in token {
-            n = n * 10 + u64::from(d - b'0');
-        }
-        return Some(n as f64);
+    // Fast path: plain decimals of at most 15 digits (`42`, `-3.25`, `1234.567`), the
+    // commonest counter and gauge forms. Such a value's digits as an integer and the power of
+    // ten it is divided by are both exact in an f64, so one division rounds correctly: the
+    // result is what the general parser gives (Clinger's fast path).
+    if let Some(v) = parse_plain_decimal(token) {
+        return Some(v);
     }
     let s = std::str::from_utf8(token).ok()?;
     // Rust's parser accepts "inf", "infinity" and "nan" in any case and with a sign, like Go.
     // It also accepts a few forms Go rejects ("1." and ".5" Go accepts too); both are fine.
     s.parse::<f64>().ok()
+}
+
+/// `[-]digits[.digits]` with 1 to 15 digits in all, or `None` (left to the general parser).
+fn parse_plain_decimal(token: &[u8]) -> Option<f64> {
+    const POW10: [f64; 16] = [
+        1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+    ];
+    let (negative, digits) = match token {
+        [b'-', rest @ ..] => (true, rest),
+        _ => (false, token),
+    };
+    if digits.is_empty() || digits.len() > 16 {
+        return None;
+    }
+    let mut n: u64 = 0;
+    let mut count = 0;
+    let mut fraction = None;
+    for (i, &c) in digits.iter().enumerate() {
+        match c {
+            b'0'..=b'9' => {
+                n = n * 10 + u64::from(c - b'0');
+                count += 1;
+            }
+            // Digits on both sides of the point, as in `1.5`: `1.` and `.5` take the general
+            // path.
+            b'.' if fraction.is_none() && i > 0 && i + 1 < digits.len() => {
+                fraction = Some(digits.len() - i - 1);
+            }
+            _ => return None,
+        }
+    }
+    if count > 15 {
+        return None;
+    }
+    let v = n as f64 / POW10[fraction.unwrap_or(0)];
+    Some(if negative { -v } else { v })
 }
 
 /// An OpenMetrics timestamp: seconds since the epoch, maybe with a fraction, as ms.

@@ -274,4 +274,20 @@ proptest! {
             prop_assert_eq!(with_known(text.as_bytes(), format, &known), plain(text.as_bytes(), format));
         }
     }
+
+    #[test]
+    fn values_parse_as_the_general_parser_reads_them(
+        token in "-?[0-9]{0,17}(\\.[0-9]{0,17})?",
+        digits in "[0-9]{1,9}",
+        fraction in "[0-9]{1,8}",
+    ) {
+        // Random tokens, and decimals such as gauges and sums write; every one must give the
+        // general parser's result to the bit (or be rejected where it rejects).
+        let decimal = format!("{digits}.{fraction}");
+        let negative = format!("-{decimal}");
+        for t in [token.as_str(), decimal.as_str(), negative.as_str()] {
+            let general = t.parse::<f64>().ok();
+            prop_assert_eq!(parse_value(t.as_bytes()).map(f64::to_bits), general.map(f64::to_bits), "{}", t);
+        }
+    }
 }
