@@ -7,9 +7,9 @@
 //! from two targets maps to two series. Entries not seen in the last two scrapes are evicted
 //! so the cache tracks what the target exposes now.
 //!
-//! Targets write their series in the same order every time, so the cache also keeps the last
-//! body and the order of its spans: the next line is first compared with the span expected at
-//! that place ([`TextParser::next_known`]), which costs one comparison of bytes instead of
+//! Targets write their series in the same order every time, so the cache also keeps the order
+//! of the last body's series: the next line is first compared with the span expected at that
+//! place ([`TextParser::next_known`]), which costs one comparison of bytes instead of
 //! scanning the name and labels and hashing them. A line that differs (a new series, a
 //! reordered one) takes the full path, and the expected place moves to where that series was
 //! last time when it is close by, so one inserted or removed series costs one slow line.
