@@ -694,14 +694,10 @@ fn parse_plain_decimal(token: &[u8]) -> Option<f64> {
         return None;
     }
     let mut n: u64 = 0;
-    let mut count = 0;
     let mut fraction = None;
     for (i, &c) in digits.iter().enumerate() {
         match c {
-            b'0'..=b'9' => {
-                n = n * 10 + u64::from(c - b'0');
-                count += 1;
-            }
+            b'0'..=b'9' => n = n * 10 + u64::from(c - b'0'),
             // Digits on both sides of the point, as in `1.5`: `1.` and `.5` take the general
             // path.
             b'.' if fraction.is_none() && i > 0 && i + 1 < digits.len() => {
@@ -710,7 +706,8 @@ fn parse_plain_decimal(token: &[u8]) -> Option<f64> {
             _ => return None,
         }
     }
-    if count > 15 {
+    // Every byte but the point is a digit.
+    if digits.len() - usize::from(fraction.is_some()) > 15 {
         return None;
     }
     let v = n as f64 / POW10[fraction.unwrap_or(0)];
