@@ -163,6 +163,108 @@ fn torn_tail_is_truncated_and_the_rest_is_kept() {
     assert_eq!(outcome.corruptions, 0);
 }
 
+/// Records of `n` samples each, at timestamps `first..`.
+fn one_sample_records(first: i64, n: i64) -> Vec<Record> {
+    (first..first + n)
+        .map(|t| Record {
+            series: vec![],
+            samples: vec![(r(0, 0), t, 1.0)],
+        })
+        .collect()
+}
+
+#[test]
+fn reserve_is_zero_filled_ahead_and_left_out_of_closed_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = WalConfig {
+        segment_size: 1 << 20,
+        preallocate: 1024,
+    };
+    let (wal, _, _) = open(dir.path(), config.clone());
+    let seq = wal.segments()[0];
+    let path = segment_path(dir.path(), seq);
+    let len = || std::fs::metadata(&path).unwrap().len();
+    assert_eq!(len(), 1024, "a new segment starts with one reserve");
+    let mut records = 0u64;
+    for rec in one_sample_records(0, 100) {
+        write(&wal, &rec);
+        records = wal.metrics().bytes.get() + HEADER_LEN as u64;
+        // The file is the records rounded up to whole reserves, all zeros after the records.
+        assert_eq!(len(), records.div_ceil(1024) * 1024);
+    }
+    assert!(records > 2048, "the reserve was extended: {records}");
+    let data = std::fs::read(&path).unwrap();
+    assert!(data[records as usize..].iter().all(|&b| b == 0));
+    // Closing the segment cuts the reserve off.
+    wal.rotate().unwrap();
+    assert_eq!(len(), records);
+    // So does a clean stop, for the current segment.
+    write(&wal, &one_sample_records(100, 1)[0]);
+    let current = segment_path(dir.path(), seq + 1);
+    assert_eq!(std::fs::metadata(&current).unwrap().len(), 1024);
+    drop(wal);
+    let one = std::fs::metadata(&current).unwrap().len();
+    assert!(one > HEADER_LEN as u64 && one < 1024, "{one}");
+    let (_, replayed, outcome) = open(dir.path(), config);
+    assert_eq!(replayed.len(), 101);
+    assert_eq!(outcome.corruptions, 0);
+}
+
+#[test]
+fn a_kill_leaves_the_reserve_which_replay_drops_without_loss() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wal, _, _) = open(dir.path(), WalConfig::test_config());
+    let written = one_sample_records(0, 30);
+    for rec in &written {
+        write(&wal, rec);
+    }
+    let segments = wal.segments();
+    let current = segment_path(dir.path(), *segments.last().unwrap());
+    let with_reserve = std::fs::metadata(&current).unwrap().len();
+    // Killed: no destructor runs, the current segment keeps its zeros.
+    std::mem::forget(wal);
+    let data = std::fs::read(&current).unwrap();
+    assert_eq!(data.len() as u64, with_reserve);
+    assert_eq!(*data.last().unwrap(), 0, "the reserve is still there");
+
+    let (_, replayed, outcome) = open(dir.path(), WalConfig::test_config());
+    assert_eq!(replayed.len(), written.len());
+    for ((_, got), want) in replayed.iter().zip(&written) {
+        assert!(same(got, want));
+    }
+    assert_eq!(outcome.corruptions, 0, "a reserve is not corruption");
+    let trimmed = std::fs::read(&current).unwrap();
+    assert!(trimmed.len() < data.len(), "the reserve was cut off");
+    assert_eq!(trimmed[..], data[..trimmed.len()]);
+    assert_ne!(
+        *trimmed.last().unwrap(),
+        0,
+        "the segment ends with its last record"
+    );
+}
+
+#[test]
+fn zeros_followed_by_data_are_a_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wal, _, _) = open(dir.path(), WalConfig::default());
+    for rec in one_sample_records(0, 3) {
+        write(&wal, &rec);
+    }
+    let seq = *wal.segments().last().unwrap();
+    let end = (wal.metrics().bytes.get() + HEADER_LEN as u64) as usize;
+    std::mem::forget(wal);
+    // A crash wrote a later page but not the one before it.
+    let path = segment_path(dir.path(), seq);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[end + 100] = 7;
+    std::fs::write(&path, &bytes).unwrap();
+
+    let (_, replayed, outcome) = open(dir.path(), WalConfig::default());
+    assert_eq!(replayed.len(), 3);
+    assert_eq!(outcome.corruptions, 1);
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), end as u64);
+}
+
 #[test]
 fn min_timestamp_reads_without_repairing() {
     let dir = tempfile::tempdir().unwrap();
