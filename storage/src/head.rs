@@ -550,35 +550,22 @@ impl OpenChunk {
     }
 
     /// Moves the rows out into an immutable, packed chunk.
-    /// The open chunk keeps its columns' room for the next rows: a busy metric fills it again
-    /// within a minute, and growing three columns from nothing took a dozen reallocations and
-    /// copies of each per chunk.
     fn seal(&mut self) -> Chunk {
-        let rows = self.timestamps.len();
-        let (min_ts, max_ts) = (self.min_ts, self.max_ts);
-        let data = match packed::pack(&self.series, &self.timestamps, &self.values) {
-            Some(bytes) => {
-                self.series.clear();
-                self.timestamps.clear();
-                self.values.clear();
-                self.min_ts = i64::MAX;
-                self.max_ts = i64::MIN;
-                ChunkData::Packed(bytes)
-            }
-            None => {
-                let open = std::mem::take(self);
-                ChunkData::Plain((
-                    open.series.into(),
-                    open.timestamps.into(),
-                    open.values.into(),
-                ))
-            }
+        let open = std::mem::take(self);
+        let rows = open.timestamps.len();
+        let data = match packed::pack(&open.series, &open.timestamps, &open.values) {
+            Some(bytes) => ChunkData::Packed(bytes),
+            None => ChunkData::Plain((
+                open.series.into(),
+                open.timestamps.into(),
+                open.values.into(),
+            )),
         };
         Chunk {
             data,
             rows,
-            min_ts,
-            max_ts,
+            min_ts: open.min_ts,
+            max_ts: open.max_ts,
         }
     }
 
