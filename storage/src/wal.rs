@@ -24,8 +24,8 @@
 //! * **Reserved space.** The writer zero-fills the segment ahead of itself, a
 //!   [`WalConfig::preallocate`] at a time, and writes records over the zeros at their
 //!   offset. The periodic `fdatasync` then writes data blocks only: the file's size and block
-//!   map change once per reserve, not on every sync, which on ext4 saves writing the inode
-//!   (one more I/O round trip) nearly every second. Zeros can never be a record (a payload is
+//!   map change once per reserve, not on every sync, which saves the metadata write a size
+//!   change forces (on ext4 the inode, or a journal commit) nearly every second. Zeros can never be a record (a payload is
 //!   never empty), so replay reads a segment up to the first all-zero frame and drops an
 //!   all-zero tail quietly. A closed segment is cut back to its records.
 //! * **Faults.** A failed write is cut back off the segment and the next commit starts a new
