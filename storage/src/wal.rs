@@ -716,7 +716,8 @@ pub fn decode_record(payload: &[u8]) -> Result<Record, DecodeError> {
 /// Reads every segment in `dir` in order, handing each record and its segment number to
 /// `apply` (series ids are scoped to their segment), and repairs what it
 /// cannot read: a torn or corrupt tail is truncated at the last good record, a segment with a
-/// bad header is renamed to `<seq>.corrupt`. Files that are not segments are left alone.
+/// bad header is renamed to `<seq>.corrupt`. A writer's all-zero reserve after the last
+/// record is cut off without a warning. Files that are not segments are left alone.
 pub fn replay(
     dir: &Path,
     metrics: &WalMetrics,
