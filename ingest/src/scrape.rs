@@ -26,7 +26,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use parking_lot::Mutex;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
-use storage::{Appender, Head, Labels};
+use storage::{Appender, Head, Labels, SeriesRef};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 use tracing::{debug, info, warn};
@@ -326,6 +326,7 @@ impl ScrapeManager {
             timeout_header,
             metrics: self.metrics.clone(),
             cache: ScrapeCache::default(),
+            report_series: [None; REPORT.len()],
         };
         let offset = target.offset(self.seed);
         #[allow(clippy::disallowed_methods)] // owned by an AbortOnDropHandle
@@ -453,7 +454,21 @@ struct ScrapeLoop {
     timeout_header: String,
     metrics: ScrapeMetrics,
     cache: ScrapeCache,
+    /// The head series of the report ([`REPORT`]), resolved at the first scrape that could
+    /// create them and kept: head series live as long as the head, and the target's labels
+    /// are fixed for the life of the loop. One left `None` (refused by `storage.max_series`)
+    /// is tried again next scrape.
+    report_series: [Option<SeriesRef>; REPORT.len()],
 }
+
+/// The series every scrape writes about itself, in this order (Prometheus's names).
+const REPORT: [&str; 5] = [
+    "up",
+    "scrape_duration_seconds",
+    "scrape_samples_scraped",
+    "scrape_samples_post_metric_relabeling",
+    "scrape_series_added",
+];
 
 impl ScrapeLoop {
     async fn run(mut self, offset: Duration, cancel: CancellationToken) {
@@ -507,35 +522,40 @@ impl ScrapeLoop {
             }
         };
         self.metrics.samples_scraped.inc_by(stats.scraped);
-        // The report goes in first: should the target expose a series named like one of these
-        // (say `up` without a timestamp), the target's sample is the one dropped as a
-        // duplicate, never the replica's own verdict.
-        let report = [
-            ("up", up),
-            ("scrape_duration_seconds", duration),
-            ("scrape_samples_scraped", stats.scraped as f64),
-            (
-                "scrape_samples_post_metric_relabeling",
-                stats.scraped as f64,
-            ),
-            ("scrape_series_added", stats.series_added as f64),
+        let values = [
+            up,
+            duration,
+            stats.scraped as f64,
+            stats.scraped as f64,
+            stats.series_added as f64,
         ];
-        let pairs: Vec<(&str, &str)> = labels.iter().collect();
-        let mut report_app = self.head.appender();
-        for (name, value) in report {
-            match report_app.series(name, &pairs) {
-                Ok(r) => report_app.append(r, start_ms, value),
-                Err(e) => debug!(error = %e, "cannot record {name}"),
+        if self.report_series.contains(&None) {
+            let pairs: Vec<(&str, &str)> = labels.iter().collect();
+            for (slot, name) in self.report_series.iter_mut().zip(REPORT) {
+                if slot.is_none() {
+                    match app.series(name, &pairs) {
+                        Ok(r) => *slot = Some(r),
+                        Err(e) => debug!(error = %e, "cannot record {name}"),
+                    }
+                }
             }
         }
+        let report = self
+            .report_series
+            .iter()
+            .zip(values)
+            .filter_map(|(r, v)| r.map(|r| (r, start_ms, v)));
+        // One commit (one WAL record) for the report and the body, the report first: should
+        // the target expose a series named like one of these (say `up` without a timestamp),
+        // the target's sample is the one dropped as a duplicate, never the replica's own
+        // verdict.
+        app.prepend(report);
         let mut error = error;
-        for commit in [report_app.commit(), app.commit()] {
-            if let Err(e) = commit {
-                // The WAL could not be written (disk full, I/O error): the scrape is lost,
-                // and the target shows why.
-                warn!(url = %self.target.spec.url, error = %e, "scraped samples not stored");
-                error.get_or_insert_with(|| e.to_string());
-            }
+        if let Err(e) = app.commit() {
+            // The WAL could not be written (disk full, I/O error): the scrape is lost, and
+            // the target shows why.
+            warn!(url = %self.target.spec.url, error = %e, "scraped samples not stored");
+            error.get_or_insert_with(|| e.to_string());
         }
         let mut status = self.target.status.lock();
         status.last_scrape = Some(start_ms);

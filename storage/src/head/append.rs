@@ -81,6 +81,15 @@ pub struct HeadAppender<'a> {
 }
 
 impl<'a> HeadAppender<'a> {
+    /// Buffers `samples` ahead of every sample already buffered, as if appended first: where
+    /// one of them and a later-buffered sample have the same series and timestamp, this one
+    /// is kept and the other counted out of order. A scrape puts its report (`up`, …) there,
+    /// so a target cannot override the replica's own verdict, and body and report still make
+    /// one commit.
+    pub fn prepend(&mut self, samples: impl IntoIterator<Item = (SeriesRef, i64, f64)>) {
+        self.samples.splice(0..0, samples);
+    }
+
     pub(super) fn new(head: &'a Head, samples: usize) -> Self {
         Self {
             head,

@@ -170,6 +170,31 @@ fn out_of_order_and_duplicate_samples_are_dropped_and_counted() {
 }
 
 #[test]
+fn prepended_samples_win_over_buffered_duplicates_in_one_wal_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let (h, _) = open_wal(dir.path(), i64::MIN);
+    let mut app = h.appender();
+    let up = app.series("up", &[("job", "a")]).unwrap();
+    let other = app.series("other", &[("job", "a")]).unwrap();
+    // The body: a target's own `up` and another series.
+    app.append(up, 10, 0.0);
+    app.append(other, 10, 5.0);
+    // The report, placed first.
+    app.prepend([(up, 10, 1.0)]);
+    let stats = app.commit().unwrap();
+    assert_eq!((stats.appended, stats.out_of_order), (2, 1));
+    let up_rows = rows(&read_all(&h.metric("up").unwrap().snapshot()));
+    assert_eq!(up_rows, vec![("job=a".to_string(), 10, 1.0)]);
+    drop(app);
+    drop(h);
+    // Replay keeps the same verdict: the record lists the prepended sample first.
+    let (h, _) = open_wal(dir.path(), i64::MIN);
+    let up_rows = rows(&read_all(&h.metric("up").unwrap().snapshot()));
+    assert_eq!(up_rows, vec![("job=a".to_string(), 10, 1.0)]);
+    assert_eq!(h.metric("other").unwrap().snapshot().rows(), 1);
+}
+
+#[test]
 fn nothing_is_visible_before_commit_and_rollback_drops() {
     let h = head();
     let mut app = h.appender();
