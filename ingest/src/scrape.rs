@@ -498,7 +498,11 @@ impl ScrapeLoop {
         let fetched = self.fetch().await;
         let job = Arc::clone(&self.target.job);
         let labels = &self.target.spec.labels;
-        let mut app = self.head.appender_with_capacity(self.cache.last_samples());
+        // Room for the body as last time and the report: an appender that outgrows its
+        // buffers doubles them.
+        let mut app = self
+            .head
+            .appender_with_capacity(self.cache.last_samples() + REPORT.len());
         let result = fetched.and_then(|(body, format)| {
             let opts = AppendOptions {
                 target_labels: labels,
@@ -540,11 +544,13 @@ impl ScrapeLoop {
                 }
             }
         }
-        let report = self
+        // Collected first: a sized list goes in front of the body with one move of it.
+        let report: Vec<(SeriesRef, i64, f64)> = self
             .report_series
             .iter()
             .zip(values)
-            .filter_map(|(r, v)| r.map(|r| (r, start_ms, v)));
+            .filter_map(|(r, v)| r.map(|r| (r, start_ms, v)))
+            .collect();
         // One commit (one WAL record) for the report and the body, the report first: should
         // the target expose a series named like one of these (say `up` without a timestamp),
         // the target's sample is the one dropped as a duplicate, never the replica's own

@@ -556,8 +556,9 @@ impl RecordEncoder {
     pub fn with_capacity(samples: usize) -> Self {
         Self {
             // A sample takes 8 bytes of value and a varint each of series id and timestamp
-            // difference (1–3 bytes on a scrape's rows).
-            samples: Vec::with_capacity(samples * 12),
+            // difference (1–3 bytes on a scrape's rows), and each run of a metric a varint
+            // and a count; a record that outgrows its buffer doubles it.
+            samples: Vec::with_capacity(samples * 13),
             ..Self::default()
         }
     }

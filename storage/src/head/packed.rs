@@ -33,17 +33,20 @@ pub(crate) type Columns = (ScalarBuffer<u32>, ScalarBuffer<i64>, ScalarBuffer<f6
 pub(crate) fn pack(series: &[u32], timestamps: &[i64], values: &[f64]) -> Option<Box<[u8]>> {
     let n = timestamps.len();
     debug_assert!(series.len() == n && values.len() == n);
-    let mut raw = vec![0u8; n * 20];
-    let (s_planes, rest) = raw.split_at_mut(n * 4);
-    let (t_planes, v_planes) = rest.split_at_mut(n * 8);
+    // Planes are appended one after another into reserved capacity, not written into a
+    // zero-filled buffer: the zeroing (a `calloc` and its `memset` of 20 bytes a row) and
+    // the indexed writes made packing cost 7 % more instructions (callgrind, the same 95
+    // chunks of the ingest benchmark: 114.6 M against 107.1 M).
+    let mut raw = Vec::with_capacity(n * 20);
     // Differences first, then one pass per byte plane: each pass writes one contiguous plane,
     // which the compiler vectorises (a row-by-row scatter into 20 planes does not).
     let ds: Vec<u32> = deltas(series.iter().copied(), 0, u32::wrapping_sub);
     // As u64: the same bits as wrapping i64 differences.
     let dt: Vec<u64> = deltas(timestamps.iter().map(|&t| t as u64), 0, u64::wrapping_sub);
-    split_planes(&ds, s_planes, |d, b| (d >> (8 * b)) as u8);
-    split_planes(&dt, t_planes, |d, b| (d >> (8 * b)) as u8);
-    split_planes(values, v_planes, |v, b| (v.to_bits() >> (8 * b)) as u8);
+    split_planes(&ds, 4, &mut raw, |d, b| (d >> (8 * b)) as u8);
+    split_planes(&dt, 8, &mut raw, |d, b| (d >> (8 * b)) as u8);
+    split_planes(values, 8, &mut raw, |v, b| (v.to_bits() >> (8 * b)) as u8);
+    debug_assert_eq!(raw.len(), n * 20);
     zstd::bulk::compress(&raw, LEVEL)
         .ok()
         .map(Vec::into_boxed_slice)
@@ -72,16 +75,15 @@ fn sums<T: Copy>(diffs: impl Iterator<Item = T>, zero: T, add: fn(T, T) -> T) ->
         .collect()
 }
 
-/// Writes byte `b` of every value into plane `b` of `out` (`out.len()` = values × planes).
-fn split_planes<T: Copy>(values: &[T], out: &mut [u8], byte: impl Fn(T, usize) -> u8) {
-    let n = values.len();
-    if n == 0 {
-        return;
-    }
-    for (b, plane) in out.chunks_exact_mut(n).enumerate() {
-        for (o, &v) in plane.iter_mut().zip(values) {
-            *o = byte(v, b);
-        }
+/// Appends `planes` planes to `out`: plane `b` holds byte `b` of every value, in order.
+fn split_planes<T: Copy>(
+    values: &[T],
+    planes: usize,
+    out: &mut Vec<u8>,
+    byte: impl Fn(T, usize) -> u8,
+) {
+    for b in 0..planes {
+        out.extend(values.iter().map(|&v| byte(v, b)));
     }
 }
 

@@ -683,6 +683,25 @@ fn sorted_rows_order_series_by_label_values_then_time() {
         .map(|(l, t, v)| (render(l), *t, *v))
         .collect();
     assert_eq!(crate::testing::rendered_rows(&[batch]), want);
+
+    // A range cuts rows out of chunks at both ends; a series with no row in it is left out.
+    let (start, end) = (1_000 + 5 * 15, 1_000 + 12 * 15);
+    let batch = head
+        .metric("m")
+        .unwrap()
+        .snapshot()
+        .sorted_rows(start, end)
+        .unwrap()
+        .unwrap();
+    let in_range: Vec<(String, i64, f64)> = want
+        .iter()
+        .filter(|(_, t, _)| (start..end).contains(t))
+        .cloned()
+        .collect();
+    assert_eq!(in_range.len(), 7 * 24 - 7 * 24 / 5);
+    assert_eq!(crate::testing::rendered_rows(&[batch]), in_range);
+    let none = head.metric("m").unwrap().snapshot().sorted_rows(0, 1_000);
+    assert!(none.unwrap().is_none());
 }
 
 #[test]
