@@ -25,9 +25,10 @@
 //!   [`WalConfig::preallocate`] at a time, and writes records over the zeros at their
 //!   offset. The periodic `fdatasync` then writes data blocks only: the file's size and block
 //!   map change once per reserve, not on every sync, which saves the metadata write a size
-//!   change forces (on ext4 the inode, or a journal commit) nearly every second. Zeros can never be a record (a payload is
-//!   never empty), so replay reads a segment up to the first all-zero frame and drops an
-//!   all-zero tail quietly. A closed segment is cut back to its records.
+//!   change forces (on ext4 the inode, or a journal commit) nearly every second. Zeros can
+//!   never be a record (a payload is never empty), so replay reads a segment up to the first
+//!   all-zero frame and drops an all-zero tail quietly. A closed segment is cut back to its
+//!   records.
 //! * **Faults.** A failed write is cut back off the segment and the next commit starts a new
 //!   segment, so a half-written record never sits in front of good ones. Replay truncates a
 //!   torn or corrupt tail at the last good record, warns, counts it and goes on with the next
