@@ -9,6 +9,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use hyper::header::HeaderValue;
 use serde::{Deserialize, Serialize, Serializer};
 
 use crate::config::NotSupportedYet;
@@ -183,24 +184,35 @@ impl Credentials {
         }
     }
 
+    /// The `Authorization` header to send now (files are re-read), or `None`.
+    pub fn header(&self) -> Result<Option<HeaderValue>, String> {
+        let value = match self {
+            Self::None => return Ok(None),
+            Self::Basic { username, password } => {
+                use base64::Engine as _;
+                let password = password.as_ref().map(SecretSource::read).transpose()?;
+                let pair = format!("{username}:{}", password.unwrap_or_default());
+                format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(pair)
+                )
+            }
+            Self::Header { kind, credentials } => format!("{kind} {}", credentials.read()?),
+        };
+        let mut header = HeaderValue::from_str(&value)
+            .map_err(|_| "authorization credentials are not a valid header value")?;
+        header.set_sensitive(true);
+        Ok(Some(header))
+    }
+
     /// Adds the credentials to a request.
     pub fn apply(
         &self,
         request: reqwest::RequestBuilder,
     ) -> Result<reqwest::RequestBuilder, String> {
-        Ok(match self {
-            Self::None => request,
-            Self::Basic { username, password } => {
-                let password = password.as_ref().map(SecretSource::read).transpose()?;
-                request.basic_auth(username, password)
-            }
-            Self::Header { kind, credentials } => {
-                let value = format!("{kind} {}", credentials.read()?);
-                let mut header = reqwest::header::HeaderValue::from_str(&value)
-                    .map_err(|_| "authorization credentials are not a valid header value")?;
-                header.set_sensitive(true);
-                request.header(reqwest::header::AUTHORIZATION, header)
-            }
+        Ok(match self.header()? {
+            Some(header) => request.header(reqwest::header::AUTHORIZATION, header),
+            None => request,
         })
     }
 }

@@ -289,6 +289,18 @@ impl<'a> TextParser<'a> {
         if !rest.starts_with(series) {
             return None;
         }
+        let om = self.format == Format::OpenMetrics;
+        // The commonest tail, one blank and a short plain decimal, in one pass over its bytes
+        // (counters, bucket counts and sums of the ingest benchmark: four lines in five). What
+        // it does not take goes the general way below, with the same result for what it does.
+        if let Some((value, tail_len)) = plain_tail(&rest[series.len()..])
+            && memchr::memchr(b'\n', series).is_none()
+            && !(om && self.created_family.is_some())
+        {
+            self.pos += series.len() + tail_len;
+            self.line += 1;
+            return Some((start, value, None));
+        }
         let len = memchr::memchr(b'\n', rest).unwrap_or(rest.len());
         let mut line = &rest[..len];
         if let [head @ .., b'\r'] = line {
@@ -298,7 +310,6 @@ impl<'a> TextParser<'a> {
             // Only if `series` ran into the line's end: not a span of a previous line.
             return None;
         }
-        let om = self.format == Format::OpenMetrics;
         if om && let Some(family) = self.created_family {
             let name_end = series
                 .iter()
@@ -681,11 +692,57 @@ pub(crate) fn parse_value(token: &[u8]) -> Option<f64> {
     s.parse::<f64>().ok()
 }
 
+/// Powers of ten exact in an f64, for the plain-decimal fast paths.
+const POW10: [f64; 16] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+];
+
+/// A sample's tail of the form `␠[-]digits[.digits]` then a newline or the end of the input,
+/// with 1 to 15 digits: the value (as [`parse_plain_decimal`] gives it) and the length of the
+/// line from the blank on, plus one for its newline (counted at the end of the input too,
+/// as the general path counts it). `None` for any other tail: a `\r`, more blanks, a
+/// timestamp, an exponent, more digits.
+fn plain_tail(tail: &[u8]) -> Option<(f64, usize)> {
+    let [b' ', token @ ..] = tail else {
+        return None;
+    };
+    let (negative, mut i) = match token.first() {
+        Some(b'-') => (true, 1),
+        _ => (false, 0),
+    };
+    let mut n: u64 = 0;
+    let mut digits = 0;
+    let mut point = None;
+    loop {
+        match token.get(i) {
+            Some(&c @ b'0'..=b'9') => {
+                n = n * 10 + u64::from(c - b'0');
+                digits += 1;
+                if digits > 15 {
+                    return None;
+                }
+            }
+            Some(b'.') if point.is_none() && digits > 0 => point = Some(digits),
+            Some(b'\n') | None => break,
+            Some(_) => return None,
+        }
+        i += 1;
+    }
+    let fraction = match point {
+        None => 0,
+        // `1.`: left to the general parser, as `parse_plain_decimal` leaves it.
+        Some(p) if p == digits => return None,
+        Some(p) => digits - p,
+    };
+    if digits == 0 {
+        return None;
+    }
+    let v = n as f64 / POW10[fraction];
+    Some((if negative { -v } else { v }, 1 + i + 1))
+}
+
 /// `[-]digits[.digits]` with 1 to 15 digits in all, or `None` (left to the general parser).
 fn parse_plain_decimal(token: &[u8]) -> Option<f64> {
-    const POW10: [f64; 16] = [
-        1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
-    ];
     let (negative, digits) = match token {
         [b'-', rest @ ..] => (true, rest),
         _ => (false, token),

@@ -15,6 +15,10 @@
 //! and a target keeps its phase across restarts. The seed comes from the external labels, so
 //! the two replicas of a pair scrape at different phases.
 //!
+//! HTTP: a plain `http://` target is fetched over the loop's own kept-alive connection
+//! (`http1`, the cheaper path; see there why); `https://` targets, and a target once it has
+//! answered with a redirect, go through reqwest, which brings TLS and follows redirects.
+//!
 //! Shutdown: cancelling the manager's token stops every loop at its next await point; a
 //! scrape in flight is dropped before its commit, so no partial scrape is ever visible.
 
@@ -23,6 +27,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use parking_lot::Mutex;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
@@ -36,9 +41,19 @@ use crate::config::{ScrapeJob, TargetSpec};
 use crate::discovery::FileTargets;
 use crate::exposition::Format;
 
+mod http1;
+use http1::{Fetched, Http1Target};
+
 /// The `Accept` header sent with every scrape, as Prometheus 2.x sends it: OpenMetrics
 /// preferred, the Prometheus text format next. The response's `Content-Type` picks the parser.
 pub const ACCEPT_HEADER: &str = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+
+/// The `User-Agent` of scrapes.
+const USER_AGENT: &str = concat!("Arrowhead/", env!("CARGO_PKG_VERSION"));
+
+/// The header telling a target how long the scrape may take, as Prometheus sends it
+/// (`X-Prometheus-Scrape-Timeout-Seconds`; HTTP/1 header names are case-insensitive).
+const TIMEOUT_HEADER: HeaderName = HeaderName::from_static("x-prometheus-scrape-timeout-seconds");
 
 /// Health of a target, as `system.targets.health` shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -318,8 +333,10 @@ impl ScrapeManager {
         // Formatted once, as the URL is parsed once (`TargetSpec::url`): parsing the URL (with
         // its IDNA step) and formatting this header for every request were ~1 % of a
         // replica's steady ingest CPU by perf (50 targets × 1,969 series at 15 s).
-        let timeout_header = format!("{}", target.spec.timeout.as_secs_f64());
+        let timeout_header = HeaderValue::from_str(&target.spec.timeout.as_secs_f64().to_string())
+            .expect("a number is a valid header value");
         let scrape_loop = ScrapeLoop {
+            http1: Http1Target::new(&target.spec.url),
             target: Arc::clone(&target),
             head: Arc::clone(&self.head),
             client,
@@ -361,7 +378,7 @@ impl ScrapeManager {
 /// The scrape HTTP client: gzip, no proxy, and the job's TLS settings if it has any.
 fn build_client(tls: Option<&crate::auth::TlsSettings>) -> Result<reqwest::Client, String> {
     let mut builder = reqwest::Client::builder()
-        .user_agent(concat!("Arrowhead/", env!("CARGO_PKG_VERSION")))
+        .user_agent(USER_AGENT)
         .gzip(true)
         .no_proxy();
     if let Some(tls) = tls {
@@ -449,9 +466,13 @@ impl Target {
 struct ScrapeLoop {
     target: Arc<Target>,
     head: Arc<Head>,
+    /// The client for plain `http://` targets ([`http1`]); `None` for the others, and once
+    /// the target has answered with a redirect.
+    http1: Option<Http1Target>,
+    /// The general client: TLS, redirects.
     client: reqwest::Client,
     /// `X-Prometheus-Scrape-Timeout-Seconds`.
-    timeout_header: String,
+    timeout_header: HeaderValue,
     metrics: ScrapeMetrics,
     cache: ScrapeCache,
     /// The head series of the report ([`REPORT`]), resolved at the first scrape that could
@@ -577,8 +598,46 @@ impl ScrapeLoop {
         status.last_error = error;
     }
 
-    async fn fetch(&self) -> Result<(bytes::Bytes, Format), String> {
+    async fn fetch(&mut self) -> Result<(bytes::Bytes, Format), String> {
         let timeout = self.target.spec.timeout;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let timed_out = || {
+            format!(
+                "scrape timed out after {}",
+                storage::units::Duration(timeout)
+            )
+        };
+        if let Some(http1) = self.http1.as_mut() {
+            let mut headers = HeaderMap::with_capacity(6);
+            headers.insert(header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
+            headers.insert(header::ACCEPT, HeaderValue::from_static(ACCEPT_HEADER));
+            headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("gzip"));
+            headers.insert(TIMEOUT_HEADER, self.timeout_header.clone());
+            if let Some(auth) = self.target.job.credentials.header()? {
+                headers.insert(header::AUTHORIZATION, auth);
+            }
+            let limit = self.target.job.limits.body_size;
+            match tokio::time::timeout_at(deadline, http1.fetch(headers, limit)).await {
+                Err(_) => {
+                    http1.disconnect();
+                    return Err(timed_out());
+                }
+                Ok(Ok(Fetched::Body(body, format))) => return Ok((body, format)),
+                Ok(Err(e)) => return Err(e),
+                Ok(Ok(Fetched::Redirect)) => {
+                    debug!(url = %self.target.spec.url, "target redirects; following with the general client from now on");
+                    self.http1 = None;
+                }
+            }
+        }
+        match tokio::time::timeout_at(deadline, self.fetch_general(timeout)).await {
+            Ok(result) => result,
+            Err(_) => Err(timed_out()),
+        }
+    }
+
+    /// [`Self::fetch`] through reqwest: TLS targets, and redirects followed.
+    async fn fetch_general(&self, timeout: Duration) -> Result<(bytes::Bytes, Format), String> {
         let request = self.client.get(self.target.spec.url.clone());
         let mut response = self
             .target
@@ -586,10 +645,7 @@ impl ScrapeLoop {
             .credentials
             .apply(request)?
             .header(reqwest::header::ACCEPT, ACCEPT_HEADER)
-            .header(
-                "X-Prometheus-Scrape-Timeout-Seconds",
-                self.timeout_header.as_str(),
-            )
+            .header(TIMEOUT_HEADER, self.timeout_header.clone())
             .timeout(timeout)
             .send()
             .await
@@ -620,10 +676,7 @@ impl ScrapeLoop {
             .map_err(|e| describe_reqwest_error(&e, timeout))?
         {
             if (body.len() + chunk.len()) as u64 > limit {
-                return Err(format!(
-                    "body size limit exceeded: more than {} bytes (body_size_limit)",
-                    limit
-                ));
+                return Err(http1::limit_exceeded(limit));
             }
             body.extend_from_slice(&chunk);
         }

@@ -179,6 +179,27 @@ fn known_spans_change_nothing_on_edge_cases() {
             Format::OpenMetrics,
         ),
         ("a 1\n# EOF\na 2\n", &["a"], Format::OpenMetrics),
+        // The one-pass tail (`plain_tail`) and what it leaves to the general path. A parse
+        // error ends a body, so each failing tail has a body of its own.
+        (
+            "a 1.\na .5\na +1\na 1e3\na -0\na 007\na -12.50\na 0.5\n",
+            &["a"],
+            Format::Prometheus,
+        ),
+        (
+            "a 123456789012345\na 1234567890123456\na 12345678.9012345\na 0.0000000000000001\n",
+            &["a"],
+            Format::Prometheus,
+        ),
+        ("a  1\na\t1\na 1 \na 1\r\na 1.5", &["a"], Format::Prometheus),
+        ("a 1\na -\n", &["a"], Format::Prometheus),
+        ("a 1\na 1..5\n", &["a"], Format::Prometheus),
+        ("a 1\na 1.5.5\n", &["a"], Format::Prometheus),
+        ("a 1\na 12a\n", &["a"], Format::Prometheus),
+        ("a 1\na -1-\n", &["a"], Format::Prometheus),
+        ("a 1\na \n", &["a"], Format::Prometheus),
+        ("a 1\na 1.5 x\n", &["a"], Format::Prometheus),
+        ("a{x=\"1\"} 42\n", &["a{x=\"1\"}"], Format::Prometheus),
         ("a 1 1.5\na 2 1\n# EOF\n", &["a"], Format::OpenMetrics),
     ];
     for (body, known, format) in cases {

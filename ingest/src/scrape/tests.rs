@@ -31,6 +31,15 @@ async fn serve() -> (SocketAddr, AbortOnDropHandle<()>) {
             }),
         )
         .route("/broken", get(|| async { "ok 1\nbroken{ 2\n" }))
+        .route(
+            "/redirect",
+            get(|| async {
+                (
+                    axum::http::StatusCode::FOUND,
+                    [(header::LOCATION, "/metrics")],
+                )
+            }),
+        )
         .route("/fake_up", get(|| async { "up 0\nother 1\n" }))
         .route(
             "/private",
@@ -177,6 +186,7 @@ async fn targets_are_scraped_and_failures_reported() {
         ("fake_up", "/fake_up", addr),
         ("big", "/big", addr),
         ("om", "/openmetrics", addr),
+        ("moved", "/redirect", addr),
     ];
     manager.run(
         jobs.iter()
@@ -194,7 +204,7 @@ async fn targets_are_scraped_and_failures_reported() {
     assert!(manager.targets().is_empty());
 
     for (name, _, _) in jobs {
-        let expected = if ["ok", "gz", "fake_up", "om"].contains(&name) {
+        let expected = if ["ok", "gz", "fake_up", "om", "moved"].contains(&name) {
             1.0
         } else {
             0.0
@@ -224,6 +234,9 @@ async fn targets_are_scraped_and_failures_reported() {
     }
     assert_eq!(last_by_job(&head, "temp", "ok"), Some(21.5));
     assert_eq!(status["ok"].samples, 3);
+    // The redirect was followed.
+    assert_eq!(status["moved"].samples, 3);
+    assert_eq!(last_by_job(&head, "temp", "moved"), Some(21.5));
     assert_eq!(status["ok"].url, format!("http://{addr}/metrics"));
     assert_eq!(status["ok"].instance, addr.to_string());
     let err = |job: &str| status[job].last_error.clone().unwrap();
@@ -645,4 +658,112 @@ async fn https_targets_are_verified_against_the_configured_ca() {
     assert!(err.to_lowercase().contains("certificate"), "{err}");
     assert_eq!(last_by_job(&head, "tls_metric", "trusted"), Some(1.0));
     manager.stop().await;
+}
+
+/// How [`serve_raw`] treats a connection after answering a request.
+#[derive(Clone, Copy)]
+enum RawMode {
+    /// Keeps it open for the next request.
+    KeepAlive,
+    /// Closes it without saying so in the response, as an idle timeout does.
+    CloseAfterResponse,
+    /// Answers its first request; closes it on reading the second one, unanswered (a server
+    /// closing an idle connection just as the next request arrives).
+    DropSecondRequest,
+}
+
+/// A bare HTTP/1.1 server answering every GET with [`BODY`]; counts the connections it
+/// accepted.
+async fn serve_raw(
+    mode: RawMode,
+) -> (
+    SocketAddr,
+    Arc<std::sync::atomic::AtomicUsize>,
+    AbortOnDropHandle<()>,
+) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&accepted);
+    #[allow(clippy::disallowed_methods)]
+    let task = AbortOnDropHandle::new(tokio::spawn(async move {
+        let mut connections = tokio::task::JoinSet::new();
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            counter.fetch_add(1, Ordering::SeqCst);
+            connections.spawn(async move {
+                let mut buf = Vec::new();
+                let mut answered = 0;
+                loop {
+                    let mut chunk = [0u8; 4096];
+                    match stream.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        buf.drain(..end + 4);
+                        if matches!(mode, RawMode::DropSecondRequest) && answered == 1 {
+                            return;
+                        }
+                        let response = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\n\r\n{BODY}",
+                            BODY.len()
+                        );
+                        if stream.write_all(response.as_bytes()).await.is_err() {
+                            return;
+                        }
+                        answered += 1;
+                        if matches!(mode, RawMode::CloseAfterResponse) {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    }));
+    (addr, accepted, task)
+}
+
+#[tokio::test]
+async fn connections_are_kept_alive_and_reopened_when_the_server_closes_them() {
+    let (kept, kept_conns, _s1) = serve_raw(RawMode::KeepAlive).await;
+    let (closed, closed_conns, _s2) = serve_raw(RawMode::CloseAfterResponse).await;
+    let (dropped, dropped_conns, _s3) = serve_raw(RawMode::DropSecondRequest).await;
+    let (head, manager) = new_manager();
+    let jobs = [("kept", kept), ("closed", closed), ("dropped", dropped)];
+    manager.run(
+        jobs.iter()
+            .map(|(name, a)| {
+                job(&format!(
+                    "job_name: {name}\nscrape_interval: 200ms\nstatic_configs: [{{targets: ['{a}']}}]"
+                ))
+            })
+            .collect(),
+    );
+    wait_for_scrapes(&manager, 4).await;
+    let status = status_by_job(&manager);
+    let scrapes = manager.metrics().scrapes.get();
+    manager.stop().await;
+    for (name, _) in jobs {
+        assert_eq!(
+            status[name].health,
+            Health::Up,
+            "{name}: {:?}",
+            status[name].last_error
+        );
+        assert_eq!(last_by_job(&head, "up", name), Some(1.0), "{name}");
+    }
+    assert_eq!(manager.metrics().scrape_failures.get(), 0);
+    use std::sync::atomic::Ordering;
+    // One connection for every scrape of the kept-alive target.
+    assert_eq!(kept_conns.load(Ordering::SeqCst), 1);
+    // A new one for each scrape where the server had closed the last one, whether the
+    // client saw that before sending (closed) or only from the unanswered request (dropped).
+    let per_target = scrapes / 3;
+    assert!(closed_conns.load(Ordering::SeqCst) as u64 >= per_target.min(4));
+    assert!(dropped_conns.load(Ordering::SeqCst) as u64 >= per_target.min(4) / 2);
 }
