@@ -692,8 +692,12 @@ fn describe_reqwest_error(e: &reqwest::Error, timeout: Duration) -> String {
             storage::units::Duration(timeout)
         );
     }
-    let mut msg = e.to_string();
-    let mut source = std::error::Error::source(e);
+    with_causes(e.to_string(), e)
+}
+
+/// `msg` followed by the chain of `e`'s sources, each after ": ".
+fn with_causes(mut msg: String, e: &dyn std::error::Error) -> String {
+    let mut source = e.source();
     while let Some(s) = source {
         msg.push_str(": ");
         msg.push_str(&s.to_string());

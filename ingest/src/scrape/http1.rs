@@ -213,16 +213,7 @@ impl std::fmt::Display for SendError {
 fn describe(e: &SendError, address: &str) -> String {
     match e {
         SendError::Connect(e) => format!("cannot connect to {address}: {e}"),
-        SendError::Http(e) => {
-            let mut msg = format!("request to {address} failed: {e}");
-            let mut source = std::error::Error::source(e);
-            while let Some(s) = source {
-                msg.push_str(": ");
-                msg.push_str(&s.to_string());
-                source = s.source();
-            }
-            msg
-        }
+        SendError::Http(e) => super::with_causes(format!("request to {address} failed: {e}"), e),
     }
 }
 
