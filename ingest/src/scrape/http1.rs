@@ -285,7 +285,11 @@ async fn read_body(
         return Ok(Fetched::Body(body, format));
     }
     // Decoded into a buffer bounded by the limit, so a gzip bomb stops at limit + 1 bytes.
-    let bound = if limit == 0 { u64::MAX } else { limit + 1 };
+    let bound = if limit == 0 {
+        u64::MAX
+    } else {
+        limit.saturating_add(1)
+    };
     let mut decoded = Vec::with_capacity((body.len() * 4).min(bound as usize));
     flate2::read::MultiGzDecoder::new(&body[..])
         .take(bound)
