@@ -293,9 +293,9 @@ impl<'a> TextParser<'a> {
         // The commonest tail, one blank and a short plain decimal, in one pass over its bytes
         // (counters, bucket counts and sums of the ingest benchmark: four lines in five). What
         // it does not take goes the general way below, with the same result for what it does.
-        if let Some((value, tail_len)) = plain_tail(&rest[series.len()..])
+        if !(om && self.created_family.is_some())
+            && let Some((value, tail_len)) = plain_tail(&rest[series.len()..])
             && memchr::memchr(b'\n', series).is_none()
-            && !(om && self.created_family.is_some())
         {
             self.pos += series.len() + tail_len;
             self.line += 1;

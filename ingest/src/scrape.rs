@@ -601,12 +601,6 @@ impl ScrapeLoop {
     async fn fetch(&mut self) -> Result<(bytes::Bytes, Format), String> {
         let timeout = self.target.spec.timeout;
         let deadline = tokio::time::Instant::now() + timeout;
-        let timed_out = || {
-            format!(
-                "scrape timed out after {}",
-                storage::units::Duration(timeout)
-            )
-        };
         if let Some(http1) = self.http1.as_mut() {
             let mut headers = HeaderMap::with_capacity(6);
             headers.insert(header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
@@ -620,7 +614,7 @@ impl ScrapeLoop {
             match tokio::time::timeout_at(deadline, http1.fetch(headers, limit)).await {
                 Err(_) => {
                     http1.disconnect();
-                    return Err(timed_out());
+                    return Err(timed_out(timeout));
                 }
                 Ok(Ok(Fetched::Body(body, format))) => return Ok((body, format)),
                 Ok(Err(e)) => return Err(e),
@@ -630,14 +624,18 @@ impl ScrapeLoop {
                 }
             }
         }
-        match tokio::time::timeout_at(deadline, self.fetch_general(timeout)).await {
-            Ok(result) => result,
-            Err(_) => Err(timed_out()),
-        }
+        // What is left of the scrape's time, after a redirect answered on the path above.
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        self.fetch_general(timeout, remaining).await
     }
 
-    /// [`Self::fetch`] through reqwest: TLS targets, and redirects followed.
-    async fn fetch_general(&self, timeout: Duration) -> Result<(bytes::Bytes, Format), String> {
+    /// [`Self::fetch`] through reqwest: TLS targets, and redirects followed. reqwest's own
+    /// timeout, `remaining`, bounds the whole request, body included; errors name `timeout`.
+    async fn fetch_general(
+        &self,
+        timeout: Duration,
+        remaining: Duration,
+    ) -> Result<(bytes::Bytes, Format), String> {
         let request = self.client.get(self.target.spec.url.clone());
         let mut response = self
             .target
@@ -646,7 +644,7 @@ impl ScrapeLoop {
             .apply(request)?
             .header(reqwest::header::ACCEPT, ACCEPT_HEADER)
             .header(TIMEOUT_HEADER, self.timeout_header.clone())
-            .timeout(timeout)
+            .timeout(remaining)
             .send()
             .await
             .map_err(|e| describe_reqwest_error(&e, timeout))?;
@@ -687,12 +685,17 @@ impl ScrapeLoop {
 /// A reqwest error with its causes, which hold the useful part ("connection refused").
 fn describe_reqwest_error(e: &reqwest::Error, timeout: Duration) -> String {
     if e.is_timeout() {
-        return format!(
-            "scrape timed out after {}",
-            storage::units::Duration(timeout)
-        );
+        return timed_out(timeout);
     }
     with_causes(e.to_string(), e)
+}
+
+/// The error of a scrape that took longer than its `timeout`.
+fn timed_out(timeout: Duration) -> String {
+    format!(
+        "scrape timed out after {}",
+        storage::units::Duration(timeout)
+    )
 }
 
 /// `msg` followed by the chain of `e`'s sources, each after ": ".
