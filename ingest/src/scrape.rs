@@ -42,6 +42,7 @@ use crate::discovery::FileTargets;
 use crate::exposition::Format;
 
 mod http1;
+mod stream;
 use http1::{Fetched, Http1Target};
 
 /// The `Accept` header sent with every scrape, as Prometheus 2.x sends it: OpenMetrics

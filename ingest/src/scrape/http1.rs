@@ -23,6 +23,9 @@
 //! user info, and a target that answered with a redirect, which reqwest follows (up to 10
 //! hops) as Prometheus does by default.
 //!
+//! The connection's socket is a [`ScrapeStream`](super::stream::ScrapeStream), which has the
+//! kernel wake the reader once a response about the size of the last one is in.
+//!
 //! Behaviour matches the reqwest path: the same request headers, gzip decoded (several gzip
 //! members, as Go's reader reads them), the body size limit counted on decoded bytes, errors
 //! that name the same causes ("Connection refused", "server returned HTTP status 500 Internal
@@ -173,7 +176,10 @@ async fn connect(address: &str) -> Result<Connection, SendError> {
         .map_err(SendError::Connect)?;
     // Requests are one small write each; nothing is gained by Nagle's delay.
     let _ = stream.set_nodelay(true);
-    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(
+        super::stream::ScrapeStream::new(stream),
+    ))
+    .await?;
     let address = address.to_string();
     #[allow(clippy::disallowed_methods)] // owned by an AbortOnDropHandle
     let task = AbortOnDropHandle::new(tokio::spawn(async move {

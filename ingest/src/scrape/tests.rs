@@ -670,6 +670,20 @@ enum RawMode {
     /// Answers its first request; closes it on reading the second one, unanswered (a server
     /// closing an idle connection just as the next request arrives).
     DropSecondRequest,
+    /// Keeps it open, answering with [`big_body`] and [`BODY`] in turn: a response far
+    /// smaller than the last one, which the client's receive low-water mark must not stall.
+    Alternating,
+}
+
+/// A body of 5,000 series (~190 KB), above the size the scrape stream sets a mark for.
+fn big_body() -> String {
+    let mut body = String::from("# TYPE big_total counter\n");
+    for i in 0..5_000 {
+        body.push_str(&format!(
+            "big_total{{shard=\"{i}\",padding=\"abcdefghij\"}} {i}\n"
+        ));
+    }
+    body
 }
 
 /// A bare HTTP/1.1 server answering every GET with [`BODY`]; counts the connections it
@@ -687,6 +701,7 @@ async fn serve_raw(
     let addr = listener.local_addr().unwrap();
     let accepted = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&accepted);
+    let big: Arc<str> = big_body().into();
     #[allow(clippy::disallowed_methods)]
     let task = AbortOnDropHandle::new(tokio::spawn(async move {
         let mut connections = tokio::task::JoinSet::new();
@@ -695,6 +710,7 @@ async fn serve_raw(
                 return;
             };
             counter.fetch_add(1, Ordering::SeqCst);
+            let big = Arc::clone(&big);
             connections.spawn(async move {
                 let mut buf = Vec::new();
                 let mut answered = 0;
@@ -709,9 +725,13 @@ async fn serve_raw(
                         if matches!(mode, RawMode::DropSecondRequest) && answered == 1 {
                             return;
                         }
+                        let body = match mode {
+                            RawMode::Alternating if answered % 2 == 0 => &*big,
+                            _ => BODY,
+                        };
                         let response = format!(
-                            "HTTP/1.1 200 OK\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\n\r\n{BODY}",
-                            BODY.len()
+                            "HTTP/1.1 200 OK\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\n\r\n{body}",
+                            body.len()
                         );
                         if stream.write_all(response.as_bytes()).await.is_err() {
                             return;
@@ -733,8 +753,14 @@ async fn connections_are_kept_alive_and_reopened_when_the_server_closes_them() {
     let (kept, kept_conns, _s1) = serve_raw(RawMode::KeepAlive).await;
     let (closed, closed_conns, _s2) = serve_raw(RawMode::CloseAfterResponse).await;
     let (dropped, dropped_conns, _s3) = serve_raw(RawMode::DropSecondRequest).await;
+    let (alternating, alternating_conns, _s4) = serve_raw(RawMode::Alternating).await;
     let (head, manager) = new_manager();
-    let jobs = [("kept", kept), ("closed", closed), ("dropped", dropped)];
+    let jobs = [
+        ("kept", kept),
+        ("closed", closed),
+        ("dropped", dropped),
+        ("alternating", alternating),
+    ];
     manager.run(
         jobs.iter()
             .map(|(name, a)| {
@@ -759,11 +785,13 @@ async fn connections_are_kept_alive_and_reopened_when_the_server_closes_them() {
     }
     assert_eq!(manager.metrics().scrape_failures.get(), 0);
     use std::sync::atomic::Ordering;
-    // One connection for every scrape of the kept-alive target.
+    // One connection for every scrape of the kept-alive targets: a small response after a
+    // big one was read (not timed out, which would have closed it).
     assert_eq!(kept_conns.load(Ordering::SeqCst), 1);
+    assert_eq!(alternating_conns.load(Ordering::SeqCst), 1);
     // A new one for each scrape where the server had closed the last one, whether the
     // client saw that before sending (closed) or only from the unanswered request (dropped).
-    let per_target = scrapes / 3;
+    let per_target = scrapes / 4;
     assert!(closed_conns.load(Ordering::SeqCst) as u64 >= per_target.min(4));
     assert!(dropped_conns.load(Ordering::SeqCst) as u64 >= per_target.min(4) / 2);
 }
