@@ -57,9 +57,8 @@ pub(super) struct ScrapeStream {
     inner: TcpStream,
     /// Whether the mark is used on this connection (false after a failed `setsockopt`).
     enabled: bool,
-    /// A response has been read since the last write: the next write starts a request.
-    reading: bool,
-    /// Bytes read since the last request went out.
+    /// Bytes read since the last request went out: when not 0, the next write starts a
+    /// request.
     response_bytes: u64,
     /// When the last request went out, and when its response's last bytes were read.
     sent_at: Option<Instant>,
@@ -80,7 +79,6 @@ impl ScrapeStream {
         Self {
             inner,
             enabled: cfg!(target_os = "linux"),
-            reading: false,
             response_bytes: 0,
             sent_at: None,
             last_read_at: None,
@@ -135,8 +133,7 @@ impl ScrapeStream {
     /// reading one: hyper does not poll a read again after writing while the last read found
     /// nothing, so the timer, not a read, must wake it.
     fn before_write(&mut self, cx: &mut Context<'_>) {
-        if self.reading {
-            self.reading = false;
+        if self.response_bytes > 0 {
             self.disarm();
             self.arm();
             self.poll_fallback(cx);
@@ -177,7 +174,6 @@ impl AsyncRead for ScrapeStream {
                             this.first_read = n as u64;
                         }
                     }
-                    this.reading = true;
                     this.response_bytes += n as u64;
                     this.last_read_at = Some(Instant::now());
                 }
