@@ -175,10 +175,14 @@ impl Http1Target {
 /// every time, so each idle connection came to hold a buffer of 256 KiB or more between
 /// scrapes. A fixed size keeps each connection's buffer at this, at the cost of a few reads
 /// per body instead of one and one copy of the body (see `read_body`). Measured with both
-/// builds side by side on one core, scraping the same 50 targets of `benches/
-/// ingest_vs_prometheus.py` (1,969 series, 157 KB bodies, at 15 s) for 660 s: RSS 107.3 →
-/// 98.2 MiB (1,140 → 1,043 bytes per series; peak 112.0 → 103.4 MiB), CPU per million
-/// samples 0.507 → 0.502 s.
+/// builds side by side on one core, scraping the same 50 targets of
+/// `benches/ingest_vs_prometheus.py` (1,969 series, 157 KB bodies, at 15 s) for 660 s: RSS
+/// 107.3 → 98.2 MiB (1,140 → 1,043 bytes per series; peak 112.0 → 103.4 MiB), CPU per
+/// million samples 0.507 → 0.502 s.
+///
+/// hyper also bounds a response's head (status line and headers) by its read buffer: a head
+/// over 64 KiB now fails the scrape with "message head is too large" (the default allowed
+/// ~400 KiB, Go's client 10 MiB; exporters send a few hundred bytes).
 const READ_BUFFER_BYTES: usize = 64 * 1024;
 
 /// Opens and handshakes a connection to `address`.
@@ -327,6 +331,88 @@ pub(super) fn limit_exceeded(limit: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A bare HTTP/1.1 server that answers the requests on its first connection with
+    /// `responses` in turn, each in one write, then closes it.
+    async fn serve_responses(responses: Vec<Vec<u8>>) -> (String, AbortOnDropHandle<()>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        #[allow(clippy::disallowed_methods)] // owned by an AbortOnDropHandle
+        let task = AbortOnDropHandle::new(tokio::spawn(async move {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            let mut buf = Vec::new();
+            for response in responses {
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let mut chunk = [0u8; 4096];
+                    match stream.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+                buf.drain(..end + 4);
+                if stream.write_all(&response).await.is_err() {
+                    return;
+                }
+            }
+        }));
+        (address, task)
+    }
+
+    fn response(extra_headers: &str, body: &[u8]) -> Vec<u8> {
+        let mut r = format!(
+            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n{extra_headers}\r\n",
+            body.len()
+        )
+        .into_bytes();
+        r.extend_from_slice(body);
+        r
+    }
+
+    #[tokio::test]
+    async fn bodies_of_many_reads_arrive_whole_and_a_head_over_the_buffer_fails_clearly() {
+        // Bytes that differ from one read to the next, so a frame lost, repeated or out of
+        // order shows.
+        let body = |len: usize| -> Vec<u8> { (0..len).map(|i| (i % 251) as u8).collect() };
+        // 1 B, then 5 buffers and a bit in one write, then a body a tenth of the mark that
+        // the last one set (read after the deadline), on one connection.
+        let bodies = [body(1), body(5 * READ_BUFFER_BYTES + 17), body(30_000)];
+        let responses = bodies.iter().map(|b| response("", b)).collect();
+        let (address, _server) = serve_responses(responses).await;
+        let mut target =
+            Http1Target::new(&format!("http://{address}/metrics").parse().unwrap()).unwrap();
+        let ten_seconds = std::time::Duration::from_secs(10);
+        for expected in &bodies {
+            let fetched = tokio::time::timeout(ten_seconds, target.fetch(HeaderMap::new(), 0));
+            match fetched.await.expect("fetched in time").unwrap() {
+                Fetched::Body(got, _) => {
+                    assert_eq!(got.len(), expected.len());
+                    assert!(
+                        got == expected,
+                        "a body of {} bytes differs",
+                        expected.len()
+                    );
+                }
+                Fetched::Redirect => panic!("not a redirect"),
+            }
+        }
+        // A response head larger than a read: refused with hyper's reason (Go's client would
+        // take up to 10 MiB; exporters send a few hundred bytes). On a new connection, which
+        // is not retried.
+        let padding = format!("x-padding: {}\r\n", "a".repeat(READ_BUFFER_BYTES));
+        let (address, _server) = serve_responses(vec![response(&padding, b"up 1\n")]).await;
+        let mut target =
+            Http1Target::new(&format!("http://{address}/metrics").parse().unwrap()).unwrap();
+        let fetched = tokio::time::timeout(ten_seconds, target.fetch(HeaderMap::new(), 0));
+        let err = match fetched.await.expect("refused in time") {
+            Err(e) => e,
+            Ok(_) => panic!("a head over the read buffer was accepted"),
+        };
+        assert!(err.contains("message head is too large"), "{err}");
+    }
 
     #[test]
     fn only_plain_http_urls_without_user_info_are_taken() {
