@@ -277,8 +277,9 @@ async fn read_body(
     {
         return Err(limit_exceeded(limit));
     }
-    // The body often arrives in one frame, which is kept as it is; later frames are appended
-    // to a copy sized once from the announced length.
+    // A body within one read (`READ_BUFFER_BYTES`) arrives in one frame, which is kept as it
+    // is; a larger one is copied, frame by frame, into a buffer sized once from the announced
+    // length.
     let mut first: Option<Bytes> = None;
     let mut body = BytesMut::new();
     let mut incoming = response.into_body();
