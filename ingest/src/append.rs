@@ -267,7 +267,10 @@ pub fn append_body(
     // Metadata lines are collected as they come and compared with the last scrape's by one
     // hash: when nothing changed (every scrape but the first, usually) the per-family
     // bookkeeping is skipped entirely.
-    let mut metadata: Vec<(&str, MetaField, Cow<'_, str>)> = Vec::new();
+    // Sized from the last scrape (a `# HELP` and a `# TYPE` per family, usually), so that it
+    // does not grow by doubling at every scrape.
+    let mut metadata: Vec<(&str, MetaField, Cow<'_, str>)> =
+        Vec::with_capacity(cache.metadata.len() * 2);
     let mut parser = TextParser::with_format(body, opts.format);
     let stamp = |t: Option<i64>| match t {
         Some(t) if opts.honor_timestamps => t,

@@ -163,7 +163,7 @@ impl HeadMetrics {
 #[derive(Debug)]
 pub struct Head {
     config: HeadConfig,
-    /// Metric name → metric. Read-locked on every metric switch during a commit; write-locked
+    /// Metric name → metric. Read-locked once per commit, and per lookup by name; write-locked
     /// only to add a metric.
     metrics: RwLock<MetricIndex>,
     /// Series across all metrics, for the `max_series` guard.
@@ -316,10 +316,6 @@ impl Head {
         }
         self.stats.samples_truncated.inc_by(dropped);
         dropped
-    }
-
-    fn metric_by_id(&self, id: u32) -> Option<Arc<MetricHead>> {
-        self.metrics.read().list.get(id as usize).map(Arc::clone)
     }
 
     fn get_or_create_metric(&self, name: &str) -> Arc<MetricHead> {

@@ -191,6 +191,11 @@ fn known_spans_change_nothing_on_edge_cases() {
             &["a"],
             Format::Prometheus,
         ),
+        (
+            "a 9007199254740993\na 123456.78901234567\na -1234567890123456789\na 12345678901234567890\na 0.00000000000000000001\n",
+            &["a"],
+            Format::Prometheus,
+        ),
         ("a  1\na\t1\na 1 \na 1\r\na 1.5", &["a"], Format::Prometheus),
         ("a 1\na -\n", &["a"], Format::Prometheus),
         ("a 1\na 1..5\n", &["a"], Format::Prometheus),
@@ -301,12 +306,15 @@ proptest! {
         token in "-?[0-9]{0,17}(\\.[0-9]{0,17})?",
         digits in "[0-9]{1,9}",
         fraction in "[0-9]{1,8}",
+        long in "[1-9][0-9]{5,9}\\.[0-9]{9,11}",
     ) {
-        // Random tokens, and decimals such as gauges and sums write; every one must give the
-        // general parser's result to the bit (or be rejected where it rejects).
+        // Random tokens, and decimals such as gauges and sums write (`long`: 16 to 21
+        // digits, as a gauge's f64 prints); every one must give the general parser's result
+        // to the bit (or be rejected where it rejects).
         let decimal = format!("{digits}.{fraction}");
         let negative = format!("-{decimal}");
-        for t in [token.as_str(), decimal.as_str(), negative.as_str()] {
+        let long_negative = format!("-{long}");
+        for t in [token.as_str(), decimal.as_str(), negative.as_str(), long.as_str(), long_negative.as_str()] {
             let general = t.parse::<f64>().ok();
             prop_assert_eq!(parse_value(t.as_bytes()).map(f64::to_bits), general.map(f64::to_bits), "{}", t);
         }

@@ -199,6 +199,40 @@ fn special_values_and_numbers() {
     assert_eq!(s[6].2, f64::INFINITY);
 }
 
+/// Decimals of 16 to 19 digits, past what an f64 holds exactly, each rounded to the nearest
+/// f64 (ties to even) on both paths: a known series' tail and a line parsed in full.
+#[test]
+fn long_decimals_round_to_the_nearest_f64() {
+    let cases: [(&str, f64); 9] = [
+        // 2^53 + 1 lies halfway between two f64s: to the even one, 2^53.
+        ("9007199254740993", 9007199254740992.0),
+        ("9007199254740995", 9007199254740996.0),
+        ("123456.78901234567", 123456.78901234567),
+        ("-999983.0187310298", -999983.0187310298),
+        ("0.10000000000000001", 0.1),
+        ("1234567890123456789", 1234567890123456789.0),
+        ("9999999999999999999", 1e19),
+        ("-0.000000000000000001", -1e-18),
+        // 20 digits: the general parser's.
+        ("12345678901234567890", 12345678901234567890.0),
+    ];
+    for (text, want) in cases {
+        assert_eq!(parse_value(text.as_bytes()), Some(want), "{text}");
+        let body = format!("a{{b=\"c\"}} 1\na{{b=\"c\"}} {text}\n");
+        let mut p = TextParser::new(body.as_bytes());
+        let Some(Ok(Entry::Sample(first))) = p.next() else {
+            panic!("{body}")
+        };
+        let (_, value, timestamp) = p.next_known(first.series).expect(text);
+        assert_eq!(
+            (value.to_bits(), timestamp),
+            (want.to_bits(), None),
+            "{text}"
+        );
+        assert!(p.next().is_none());
+    }
+}
+
 #[test]
 fn lenient_spacing_and_line_endings() {
     let s = samples("m { a = \"1\" , b=\"2\", } 1 \r\n\tn{} 2\r\no{a=\"\"}\t3\t42\n");

@@ -18,15 +18,23 @@ async fn serve() -> (SocketAddr, AbortOnDropHandle<()>) {
         .route(
             "/gzip",
             get(|headers: axum::http::HeaderMap| async move {
-                let accept = headers
-                    .get(header::ACCEPT)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or_default()
-                    .to_string();
+                let seen = |name: &str| {
+                    headers
+                        .get(name)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_string()
+                };
+                let line = format!(
+                    "accept_seen{{accept=\"{}\",host=\"{}\",agent=\"{}\",timeout=\"{}\"}} 1\n",
+                    seen("accept"),
+                    seen("host"),
+                    seen("user-agent"),
+                    seen("x-prometheus-scrape-timeout-seconds"),
+                );
                 let mut enc =
                     flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-                enc.write_all(format!("accept_seen{{accept=\"{accept}\"}} 1\n").as_bytes())
-                    .unwrap();
+                enc.write_all(line.as_bytes()).unwrap();
                 ([(header::CONTENT_ENCODING, "gzip")], enc.finish().unwrap()).into_response()
             }),
         )
@@ -265,12 +273,17 @@ async fn targets_are_scraped_and_failures_reported() {
         head.metadata().for_table("om_requests_total").unwrap().kind,
         "counter"
     );
-    // gzip was decoded, and the Accept header asked for OpenMetrics first.
-    let accept = head.metric("accept_seen").unwrap().series()[0]
-        .labels
-        .get("accept")
-        .map(str::to_string);
-    assert_eq!(accept.as_deref(), Some(ACCEPT_HEADER));
+    // gzip was decoded, and the Accept header asked for OpenMetrics first; the request
+    // named its host, the replica and its timeout.
+    let seen = &head.metric("accept_seen").unwrap().series()[0].labels;
+    assert_eq!(seen.get("accept"), Some(ACCEPT_HEADER));
+    assert_eq!(seen.get("host"), Some(addr.to_string().as_str()));
+    assert_eq!(seen.get("agent"), Some(USER_AGENT));
+    assert!(
+        seen.get("timeout")
+            .is_some_and(|t| t.parse::<f64>().is_ok()),
+        "{seen:?}"
+    );
     // The broken body's valid first line was not kept: a scrape is all or nothing.
     assert!(head.metric("ok").is_none_or(|m| m.snapshot().rows() == 0));
     for synthetic in [

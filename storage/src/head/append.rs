@@ -1,6 +1,8 @@
 //! Appending to the head: resolve series, buffer samples, commit them at once.
 
-use super::{Head, SeriesRef};
+use std::sync::Arc;
+
+use super::{Head, MetricHead, SeriesRef};
 use crate::metadata::MetricMetadata;
 use crate::wal::{RecordEncoder, Wal, WalWriter};
 
@@ -103,18 +105,20 @@ impl<'a> HeadAppender<'a> {
     /// Writes the commit's record: every sample the head may accept, preceded by the
     /// definitions of series the current segment has not defined yet. The returned writer
     /// keeps the WAL locked until the samples are applied, so the head applies commits in
-    /// log order and replay reaches the same state.
+    /// log order and replay reaches the same state; so is the lower bound, read here, the one
+    /// the samples are applied under (see [`Head::close_before`]).
     fn log<'w>(
         &mut self,
         wal: &'w Wal,
+        metrics: &[Arc<MetricHead>],
         samples: &[(SeriesRef, i64, f64)],
-        min_valid: i64,
-    ) -> std::io::Result<WalWriter<'w>> {
+    ) -> std::io::Result<(WalWriter<'w>, i64)> {
         let mut writer = wal.lock()?;
+        let min_valid = self.head.min_valid_timestamp();
         let segment = writer.segment();
         self.record.clear();
         for run in samples.chunk_by(|a, b| a.0.metric == b.0.metric) {
-            let Some(metric) = self.head.metric_by_id(run[0].0.metric) else {
+            let Some(metric) = metrics.get(run[0].0.metric as usize) else {
                 continue;
             };
             let mut state = metric.state.lock();
@@ -137,7 +141,7 @@ impl<'a> HeadAppender<'a> {
         if !self.record.is_empty() {
             writer.write(&self.record)?;
         }
-        Ok(writer)
+        Ok((writer, min_valid))
     }
 }
 
@@ -210,12 +214,19 @@ impl Appender for HeadAppender<'_> {
         let mut stats = AppendStats::default();
         let chunk_rows = self.head.config.chunk_rows.max(1);
         let samples = std::mem::take(&mut self.samples);
-        let min_valid = self.head.min_valid_timestamp();
+        // One read of the metric index for the whole commit, where each run of a metric took
+        // one (and a reference count) per pass: a scrape switches metric every few samples
+        // in a histogram. Only adding a metric waits for it, and a commit takes no other
+        // lock of the index.
+        let head = self.head;
+        let index = head.metrics.read();
+        let metrics = index.list.as_slice();
         // Held until the samples are applied (see `log`).
-        let _wal = match &self.head.wal {
-            Some(wal) => match self.log(wal, &samples, min_valid) {
-                Ok(writer) => Some(writer),
+        let (_wal, min_valid) = match &self.head.wal {
+            Some(wal) => match self.log(wal, metrics, &samples) {
+                Ok((writer, min_valid)) => (Some(writer), min_valid),
                 Err(e) => {
+                    drop(index);
                     self.samples = samples;
                     self.samples.clear();
                     return Err(AppendError::Storage {
@@ -223,7 +234,7 @@ impl Appender for HeadAppender<'_> {
                     });
                 }
             },
-            None => None,
+            None => (None, head.min_valid_timestamp()),
         };
         let mut i = 0;
         // Samples arrive grouped by metric (an exposition lists a family's samples together),
@@ -234,7 +245,7 @@ impl Appender for HeadAppender<'_> {
                 .iter()
                 .position(|(r, _, _)| r.metric != metric_id)
                 .map_or(samples.len(), |p| i + p);
-            match self.head.metric_by_id(metric_id) {
+            match metrics.get(metric_id as usize) {
                 Some(metric) => {
                     let mut state = metric.state.lock();
                     for &(r, t, v) in &samples[i..end] {
@@ -252,6 +263,7 @@ impl Appender for HeadAppender<'_> {
             }
             i = end;
         }
+        drop(index);
         self.head.stats.samples_appended.inc_by(stats.appended);
         self.head
             .stats
