@@ -162,7 +162,7 @@ impl Http1Target {
         let mut request = Request::new(Empty::new());
         *request.uri_mut() = self.path.clone();
         // Sized once: a map moved in and then given `Host` grew (a reallocation per scrape;
-        // 1 % of the replica's CPU time by a perf profile of the ingest benchmark).
+        // 0.9 % of the replica's samples in a perf profile of the ingest benchmark).
         let map = request.headers_mut();
         map.reserve(headers.len() + 1);
         map.insert(header::HOST, self.host.clone());
