@@ -222,11 +222,10 @@ impl Appender for HeadAppender<'_> {
         let index = head.metrics.read();
         let metrics = index.list.as_slice();
         // Held until the samples are applied (see `log`).
-        let (_wal, min_valid) = match &self.head.wal {
+        let (_wal, min_valid) = match &head.wal {
             Some(wal) => match self.log(wal, metrics, &samples) {
                 Ok((writer, min_valid)) => (Some(writer), min_valid),
                 Err(e) => {
-                    drop(index);
                     self.samples = samples;
                     self.samples.clear();
                     return Err(AppendError::Storage {
