@@ -251,12 +251,7 @@ async fn serve(
         AbortOnDropHandle::new(tokio::spawn(compaction_loop(blocks, compaction, every)))
     };
 
-    let _wal_sync_task = {
-        let head = Arc::clone(&head);
-        let every = config.storage.wal_sync_interval.get();
-        #[allow(clippy::disallowed_methods)] // owned by an AbortOnDropHandle
-        AbortOnDropHandle::new(tokio::spawn(wal_sync_loop(head, every)))
-    };
+    let wal_syncer = WalSyncer::start(Arc::clone(&head), config.storage.wal_sync_interval.get())?;
 
     scrapes.run(jobs);
     ready.store(true, Ordering::Release);
@@ -274,7 +269,7 @@ async fn serve(
     info!(signal, "shutting down: stopping scrapes");
     ready.store(false, Ordering::Release);
     scrapes.stop().await;
-    sync_wal(Arc::clone(&head)).await;
+    wal_syncer.stop().await;
     info!("stopping servers");
     stop_servers.cancel();
     let servers = async {
@@ -311,21 +306,49 @@ fn no_delay(
     })
 }
 
-/// Group commit: commits write their WAL records at once; this makes them durable every
-/// `storage.wal_sync_interval`.
-async fn wal_sync_loop(head: Arc<Head>, every: Duration) {
-    let mut ticker = tokio::time::interval(every);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticker.tick().await;
-        sync_wal(Arc::clone(&head)).await;
-    }
+/// Group commit: commits write their WAL records at once; this thread makes them durable
+/// every `storage.wal_sync_interval` (that long after the last sync ended), and once more
+/// when it stops.
+///
+/// A thread of its own, not a task: as a task, each sync woke the async runtime for its
+/// timer, handed the `fdatasync` to the blocking pool (a second thread woken), and woke the
+/// runtime again when it returned, three wake-ups a second where this thread has one (by
+/// `strace` of a replica scraping `benches/ingest_vs_prometheus.py`'s targets: futex and
+/// eventfd calls around each `fdatasync`).
+struct WalSyncer {
+    stop: std::sync::mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
 }
 
-async fn sync_wal(head: Arc<Head>) {
-    let synced = tokio::task::spawn_blocking(move || head.wal().map_or(Ok(()), |w| w.sync())).await;
-    if let Ok(Err(e)) = synced {
-        warn!(error = %e, "WAL sync failed; will retry");
+impl WalSyncer {
+    fn start(head: Arc<Head>, every: Duration) -> anyhow::Result<Self> {
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("arrowhead-wal-sync".to_string())
+            .spawn(move || {
+                loop {
+                    // A stop, or the sender dropped (serve returned early): one last sync.
+                    let last = !matches!(
+                        stopped.recv_timeout(every),
+                        Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+                    );
+                    if let Some(Err(e)) = head.wal().map(|w| w.sync()) {
+                        warn!(error = %e, "WAL sync failed; will retry");
+                    }
+                    if last {
+                        break;
+                    }
+                }
+            })
+            .context("cannot start the WAL sync thread")?;
+        Ok(Self { stop, thread })
+    }
+
+    /// Syncs once more and ends the thread.
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        let thread = self.thread;
+        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
     }
 }
 
@@ -595,5 +618,54 @@ impl TargetsSource for ScrapeTargets {
                 samples: t.samples,
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use storage::Appender;
+
+    fn open_head(dir: &std::path::Path) -> Arc<Head> {
+        let (head, _) =
+            Head::open(HeadConfig::default(), dir, WalConfig::default(), i64::MIN).unwrap();
+        Arc::new(head)
+    }
+
+    fn commit(head: &Head, t: i64) {
+        let mut app = head.appender();
+        let series = app.series("m", &[("a", "1")]).unwrap();
+        app.append(series, t, 1.0);
+        app.commit().unwrap();
+    }
+
+    fn fsyncs(head: &Head) -> u64 {
+        head.wal().unwrap().metrics().fsyncs.get()
+    }
+
+    #[tokio::test]
+    async fn the_wal_is_synced_every_interval_and_once_more_at_stop() {
+        let dir = tempfile::tempdir().unwrap();
+        let head = open_head(dir.path());
+        let syncer = WalSyncer::start(Arc::clone(&head), Duration::from_millis(20)).unwrap();
+        for round in 1..=2 {
+            commit(&head, round * 1000);
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while fsyncs(&head) < round as u64 {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "no sync in round {round}"
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        syncer.stop().await;
+
+        // An interval that never passes: only the stop syncs what was written.
+        let syncer = WalSyncer::start(Arc::clone(&head), Duration::from_secs(3600)).unwrap();
+        commit(&head, 3000);
+        let before = fsyncs(&head);
+        syncer.stop().await;
+        assert_eq!(fsyncs(&head), before + 1);
     }
 }

@@ -65,7 +65,7 @@ pub(super) struct ScrapeStream {
     last_read_at: Option<Instant>,
     /// A mark above 1 is in force, given up at `fallback`.
     armed: bool,
-    /// The deadline's timer, kept across requests.
+    /// The deadline's timer while a mark is in force.
     fallback: Option<Pin<Box<Sleep>>>,
     /// Reads that returned data, and the bytes of a response's first one (for tests).
     #[cfg(test)]
@@ -113,18 +113,23 @@ impl ScrapeStream {
             return;
         }
         let deadline = now + last + last / 2 + TICK;
-        match &mut self.fallback {
-            Some(sleep) => sleep.as_mut().reset(deadline),
-            slot => *slot = Some(Box::pin(tokio::time::sleep_until(deadline))),
-        }
+        self.fallback = Some(Box::pin(tokio::time::sleep_until(deadline)));
         self.armed = true;
     }
 
     /// Back to waking at the first byte. The kernel signals readability at once if data is
     /// waiting, which wakes the task that found the socket not ready.
+    ///
+    /// The deadline's timer goes with the mark. Left registered, it fired a few ms after
+    /// every response that came in time, and woke the runtime and this task for nothing: by
+    /// `strace` of a replica scraping `benches/ingest_vs_prometheus.py`'s targets, one
+    /// `epoll_wait` that slept and timed out per scrape, of six.
     fn disarm(&mut self) {
-        if std::mem::take(&mut self.armed) && set_low_water_mark(&self.inner, 1).is_err() {
-            self.enabled = false;
+        if std::mem::take(&mut self.armed) {
+            self.fallback = None;
+            if set_low_water_mark(&self.inner, 1).is_err() {
+                self.enabled = false;
+            }
         }
     }
 
@@ -309,8 +314,11 @@ mod tests {
         // grows the window for the mark only gradually: the first read took 158,880 of the
         // 200,000 bytes in one run.)
         stream.write_all(b"req2").await.unwrap();
+        assert!(stream.armed && stream.fallback.is_some());
         assert_eq!(read_response(&mut stream, second.len()).await, second);
         assert!(stream.first_read > 100_000, "{}", stream.first_read);
+        // Read before its deadline: the timer is gone with the mark, not left to fire.
+        assert!(!stream.armed && stream.fallback.is_none());
 
         // The third is a tenth of the mark: it is read once the deadline passes (the last
         // response took ~20 ms, so ~32 ms), and whole.
