@@ -417,11 +417,8 @@ async fn cut_loop(head: Arc<Head>, blocks: Arc<Blocks>, block: Duration) {
         }
         let (head, blocks) = (Arc::clone(&head), Arc::clone(&blocks));
         let cut = tokio::task::spawn_blocking(move || {
-            let cut = blocks.cut(&head, end);
-            if matches!(cut, Ok(Some(_))) {
-                memory::release_free_memory();
-            }
-            cut
+            let _held = memory::HoldFreedMemory::new();
+            blocks.cut(&head, end)
         });
         if let Ok(Err(e)) = cut.await {
             warn!(error = %e, "cannot write a block; the head keeps the data and the cut is retried");
