@@ -133,12 +133,12 @@ def wait_http(url, timeout=60):
 
 
 class System:
-    def __init__(self, name, cmd, metrics_url, samples_metric, series_metric, log):
+    def __init__(self, name, cmd, metrics_url, samples_metric, series_metric, log, env=None):
         self.name = name
         self.metrics_url = metrics_url
         self.samples_metric = samples_metric
         self.series_metric = series_metric
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log)
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, env=env)
         self.points = []
 
     def sample(self, t):
@@ -161,6 +161,18 @@ class System:
             self.proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+
+
+def cpu_model():
+    """The processor's name, so that results from different machines can be told apart."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
 
 
 def parse_duration(s):
@@ -325,6 +337,7 @@ http {{
             "duration_seconds": args.duration,
             "aligned_to_a_block_cut": args.align_cut,
             "cpus": "generator on CPU 0; Arrowhead and Prometheus both on CPU 1",
+            "cpu_model": cpu_model(),
             "prometheus_version": subprocess.run([args.prometheus, "--version"], capture_output=True, text=True).stdout.splitlines()[0],
         },
         "arrowhead": summarize(arrowhead, args.warmup),

@@ -1,0 +1,181 @@
+#!/usr/bin/env python3
+"""A/B ingest benchmark: two Arrowhead builds side by side, scraping the same targets.
+
+`ingest_vs_prometheus.py` compares Arrowhead with Prometheus. This one compares two builds of
+Arrowhead with each other in one run, so that a change's effect on CPU per sample is read as a
+ratio of two figures taken under the same machine noise, rather than as the difference of two
+runs taken at different times. It reuses that script's target generator (nginx on CPU 0,
+serving one pre-rendered body on 127.0.0.1..127.0.0.N) and its per-process accounting (CPU
+seconds from /proc/PID/stat, which includes threads that have exited, such as blocking-pool
+threads; samples appended from each replica's /metrics).
+
+Both builds run on CPU 1 with the same configuration and their own data directories.
+`--align` starts them on a 10-minute boundary, so that with the default warm-up and duration
+the window (400-1000 s) holds exactly one cut of a full block, as `--align-cut` does there.
+`--env-a`/`--env-b` set environment variables for one build only (for example a tuning knob).
+
+Usage (from the repository root):
+  python3 benches/ingest_ab.py OLD_BINARY NEW_BINARY --align
+  python3 benches/ingest_ab.py A B --warmup 120 --seconds 300 --env-b MALLOC_ARENA_MAX=1
+Prints CPU-s per million samples for each, and B/A; `--out` writes them as JSON.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from ingest_vs_prometheus import (  # noqa: E402
+    System,
+    cpu_model,
+    free_port,
+    render_exposition,
+    summarize,
+    wait_http,
+)
+
+
+def parse_env(pairs):
+    env = dict(os.environ)
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--env wants KEY=VALUE, got {pair!r}")
+        env[key] = value
+    return env
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("a", help="the first Arrowhead binary (the baseline)")
+    ap.add_argument("b", help="the second Arrowhead binary")
+    ap.add_argument("--targets", type=int, default=50)
+    ap.add_argument("--series", type=int, default=2000, help="series per target")
+    ap.add_argument("--interval", default="15s")
+    ap.add_argument("--warmup", type=int, default=400, help="seconds excluded from the figure")
+    ap.add_argument("--seconds", type=int, default=600, help="seconds measured after the warm-up")
+    ap.add_argument("--every", type=int, default=15, help="sampling period, seconds")
+    ap.add_argument("--align", action="store_true", help="start both on a 10-minute boundary")
+    ap.add_argument("--env-a", action="append", metavar="KEY=VALUE")
+    ap.add_argument("--env-b", action="append", metavar="KEY=VALUE")
+    ap.add_argument("--nginx", default=shutil.which("nginx") or "/usr/sbin/nginx")
+    ap.add_argument("--keep", action="store_true", help="keep the scratch directory (logs, data)")
+    ap.add_argument("--out", default=None, help="write the results as JSON here")
+    args = ap.parse_args()
+    if not 1 <= args.targets <= 250:
+        raise SystemExit("between 1 and 250 targets (one loopback address each)")
+    for tool in [args.a, args.b, args.nginx, "taskset"]:
+        if not (os.path.exists(tool) or shutil.which(tool)):
+            raise SystemExit(f"missing {tool}")
+    env_a, env_b = parse_env(args.env_a), parse_env(args.env_b)
+
+    tmp = tempfile.mkdtemp(prefix="arrowhead-ab-")
+    os.chmod(tmp, 0o755)  # nginx's worker runs as an unprivileged user and reads www/
+    www = os.path.join(tmp, "www")
+    os.makedirs(www)
+    body = render_exposition(args.series)
+    with open(os.path.join(www, "metrics"), "w") as f:
+        f.write(body)
+    port = free_port()
+    nginx_conf = os.path.join(tmp, "nginx.conf")
+    with open(nginx_conf, "w") as f:
+        f.write(
+            f"""worker_processes 1;
+daemon off;
+pid {tmp}/nginx.pid;
+error_log {tmp}/nginx.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  client_body_temp_path {tmp}/body; proxy_temp_path {tmp}/proxy; fastcgi_temp_path {tmp}/fcgi;
+  uwsgi_temp_path {tmp}/uwsgi; scgi_temp_path {tmp}/scgi;
+  sendfile on; keepalive_requests 100000;
+  server {{
+    listen {port};
+    root {www};
+    location / {{ default_type "text/plain; version=0.0.4; charset=utf-8"; }}
+  }}
+}}
+"""
+        )
+    targets = [f"127.0.0.{k}:{port}" for k in range(1, args.targets + 1)]
+    config = os.path.join(tmp, "prometheus.yml")
+    with open(config, "w") as f:
+        f.write(
+            "global:\n"
+            f"  scrape_interval: {args.interval}\n"
+            "scrape_configs:\n"
+            "  - job_name: bench\n"
+            "    static_configs:\n"
+            f"      - targets: {json.dumps(targets)}\n"
+        )
+    nginx = subprocess.Popen(["taskset", "-c", "0", args.nginx, "-c", nginx_conf, "-p", tmp])
+    wait_http(f"http://127.0.0.1:{port}/metrics")
+    print(f"targets: {args.targets} x {args.series} series, every {args.interval}; scratch {tmp}", flush=True)
+    if args.align:
+        wait = 600 - time.time() % 600
+        print(f"waiting {wait:.0f} s for the next 10-minute boundary", flush=True)
+        time.sleep(wait)
+
+    systems = []
+    try:
+        for name, binary, env in [("a", args.a, env_a), ("b", args.b, env_b)]:
+            http, flight = free_port(), free_port()
+            log = open(os.path.join(tmp, f"{name}.log"), "w")
+            cmd = ["taskset", "-c", "1", binary, "serve", "--config", config,
+                   "--data-dir", os.path.join(tmp, f"data-{name}"),
+                   "--http-listen", f"127.0.0.1:{http}", "--flight-listen", f"127.0.0.1:{flight}"]
+            system = System(name, cmd, f"http://127.0.0.1:{http}/metrics",
+                            "arrowhead_head_samples_appended_total", "arrowhead_head_series", log, env=env)
+            system.ready_url = f"http://127.0.0.1:{http}/-/ready"
+            systems.append(system)
+        for s in systems:
+            wait_http(s.ready_url)
+        start = time.time()
+        total = args.warmup + args.seconds
+        while True:
+            t = time.time() - start
+            for s in systems:
+                s.sample(t)
+            if t >= total:
+                break
+            time.sleep(min(args.every, max(0.0, total - t)))
+            print(f"  t={t:5.0f}s  " + "  ".join(
+                f"{s.name}: {s.points[-1]['samples']:.0f} samples, cpu {s.points[-1]['cpu']:.1f}s" for s in systems),
+                flush=True)
+    finally:
+        for s in systems:
+            s.stop()
+        nginx.send_signal(signal.SIGQUIT)
+        nginx.wait(timeout=10)
+
+    results = {
+        "setup": {"a": args.a, "b": args.b, "env_a": args.env_a, "env_b": args.env_b,
+                  "targets": args.targets, "series_per_target": args.series, "interval": args.interval,
+                  "warmup_seconds": args.warmup, "seconds": args.seconds, "aligned": args.align,
+                  "cpu_model": cpu_model()},
+        "a": summarize(systems[0], args.warmup),
+        "b": summarize(systems[1], args.warmup),
+    }
+    for name in ["a", "b"]:
+        with open(os.path.join(tmp, f"{name}.log")) as f:
+            results[name]["blocks_written"] = sum(1 for line in f if "block written" in line)
+    a, b = results["a"]["cpu_seconds_per_million_samples"], results["b"]["cpu_seconds_per_million_samples"]
+    results["ratio_b_over_a"] = round(b / a, 3) if a and b else None
+    print(json.dumps(results, indent=2))
+    print(f"RESULT cpu-s/M a={a} b={b} b/a={results['ratio_b_over_a']}")
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(results, f, indent=2)
+    if not args.keep:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
