@@ -73,8 +73,8 @@ pub(crate) fn configure_allocator() {}
 /// While alive, freed memory stays with the allocator: glibc's trim threshold is raised, so
 /// a cut's buffers, freed metric by metric, are reused by the next metric instead of going
 /// back to the system and being faulted in again. When the last one drops, the threshold is
-/// restored and the free memory returned (see [`release_free_memory`]). Cuts hold one;
-/// merges (every 2 h) do not yet.
+/// restored and the free memory returned (see [`release_free_memory`]). Cuts hold one, and
+/// so do passes of the compaction loop that have a merge to run.
 ///
 /// Why: with the threshold at 1 MiB, each metric's sorted rows, columns and Parquet buffers
 /// were returned when freed and mapped, faulted and zeroed anew for the next metric. By a

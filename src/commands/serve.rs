@@ -439,10 +439,16 @@ async fn compaction_loop(blocks: Arc<Blocks>, config: CompactionConfig, block: D
         let (blocks, config) = (Arc::clone(&blocks), config.clone());
         let done = tokio::task::spawn_blocking(move || {
             blocks.discover()?;
-            // A few merges per pass, so a backlog never holds the blocking pool for long.
-            if blocks.compact(&config, 4)? > 0 {
+            // A merge keeps the memory it frees until it ends, as a cut does (see
+            // `memory::HoldFreedMemory`, whose drop returns it); a merge that became due
+            // after the check returns its memory here. A few merges per pass, so a backlog
+            // never holds the blocking pool for long.
+            let held = blocks.merge_due(&config).then(memory::HoldFreedMemory::new);
+            let merged = blocks.compact(&config, 4)?;
+            if held.is_none() && merged > 0 {
                 memory::release_free_memory();
             }
+            drop(held);
             blocks.move_to_remote(config.final_before(blocks.head_from()), config.delete_delay)
         })
         .await;

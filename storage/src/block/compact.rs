@@ -186,6 +186,13 @@ fn read_parquet_from<R: parquet::file::reader::ChunkReader + 'static>(
 }
 
 impl Blocks {
+    /// Whether [`Blocks::compact`] has a merge to run now, so a caller can prepare for one
+    /// (the replica keeps freed memory while a merge runs, as during a cut).
+    pub fn merge_due(&self, config: &CompactionConfig) -> bool {
+        let view = self.view();
+        plan(&view.blocks, &config.ranges, view.head_from).is_some()
+    }
+
     /// Runs merges until none is due (at most `limit`), returning how many blocks were
     /// written. A failed merge is logged and counted; its inputs stay served.
     pub fn compact(&self, config: &CompactionConfig, limit: usize) -> Result<usize> {

@@ -187,8 +187,13 @@ fn cut_blocks_are_merged_without_losing_or_doubling_a_sample() {
     }
     expected.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
     assert_eq!(blocks.view().blocks.len(), 4);
+    assert!(
+        !blocks.merge_due(&config(1_000)),
+        "no window of 1000 is complete"
+    );
 
     // The window [0, 300) is complete (head from 400): its three blocks become one.
+    assert!(blocks.merge_due(&config(300)));
     assert_eq!(blocks.compact(&config(300), 10).unwrap(), 1);
     let view = blocks.view();
     assert_eq!(view.blocks.len(), 2);
@@ -218,6 +223,7 @@ fn cut_blocks_are_merged_without_losing_or_doubling_a_sample() {
     assert_eq!(all, expected);
     // Inputs deleted (delay 0); nothing left to do.
     assert_eq!(block_dirs(dir.path()).len(), 2);
+    assert!(!blocks.merge_due(&config(300)));
     assert_eq!(blocks.compact(&config(300), 10).unwrap(), 0);
     assert_eq!(blocks.metrics().compactions.get(), 1);
 
