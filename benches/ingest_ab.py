@@ -24,10 +24,8 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -35,7 +33,10 @@ from ingest_vs_prometheus import (  # noqa: E402
     System,
     cpu_model,
     free_port,
-    render_exposition,
+    prepare_targets,
+    sample_loop,
+    start_nginx,
+    stop_all,
     summarize,
     wait_http,
 )
@@ -75,48 +76,8 @@ def main():
             raise SystemExit(f"missing {tool}")
     env_a, env_b = parse_env(args.env_a), parse_env(args.env_b)
 
-    tmp = tempfile.mkdtemp(prefix="arrowhead-ab-")
-    os.chmod(tmp, 0o755)  # nginx's worker runs as an unprivileged user and reads www/
-    www = os.path.join(tmp, "www")
-    os.makedirs(www)
-    body = render_exposition(args.series)
-    with open(os.path.join(www, "metrics"), "w") as f:
-        f.write(body)
-    port = free_port()
-    nginx_conf = os.path.join(tmp, "nginx.conf")
-    with open(nginx_conf, "w") as f:
-        f.write(
-            f"""worker_processes 1;
-daemon off;
-pid {tmp}/nginx.pid;
-error_log {tmp}/nginx.log warn;
-events {{ worker_connections 4096; }}
-http {{
-  access_log off;
-  client_body_temp_path {tmp}/body; proxy_temp_path {tmp}/proxy; fastcgi_temp_path {tmp}/fcgi;
-  uwsgi_temp_path {tmp}/uwsgi; scgi_temp_path {tmp}/scgi;
-  sendfile on; keepalive_requests 100000;
-  server {{
-    listen {port};
-    root {www};
-    location / {{ default_type "text/plain; version=0.0.4; charset=utf-8"; }}
-  }}
-}}
-"""
-        )
-    targets = [f"127.0.0.{k}:{port}" for k in range(1, args.targets + 1)]
-    config = os.path.join(tmp, "prometheus.yml")
-    with open(config, "w") as f:
-        f.write(
-            "global:\n"
-            f"  scrape_interval: {args.interval}\n"
-            "scrape_configs:\n"
-            "  - job_name: bench\n"
-            "    static_configs:\n"
-            f"      - targets: {json.dumps(targets)}\n"
-        )
-    nginx = subprocess.Popen(["taskset", "-c", "0", args.nginx, "-c", nginx_conf, "-p", tmp])
-    wait_http(f"http://127.0.0.1:{port}/metrics")
+    tmp, _, config, nginx_conf = prepare_targets("arrowhead-ab-", args.series, args.targets, args.interval)
+    nginx = start_nginx(args.nginx, nginx_conf, tmp)
     print(f"targets: {args.targets} x {args.series} series, every {args.interval}; scratch {tmp}", flush=True)
     if args.align:
         wait = 600 - time.time() % 600
@@ -137,23 +98,9 @@ http {{
             systems.append(system)
         for s in systems:
             wait_http(s.ready_url)
-        start = time.time()
-        total = args.warmup + args.seconds
-        while True:
-            t = time.time() - start
-            for s in systems:
-                s.sample(t)
-            if t >= total:
-                break
-            time.sleep(min(args.every, max(0.0, total - t)))
-            print(f"  t={t:5.0f}s  " + "  ".join(
-                f"{s.name}: {s.points[-1]['samples']:.0f} samples, cpu {s.points[-1]['cpu']:.1f}s" for s in systems),
-                flush=True)
+        sample_loop(systems, args.warmup + args.seconds, args.every)
     finally:
-        for s in systems:
-            s.stop()
-        nginx.send_signal(signal.SIGQUIT)
-        nginx.wait(timeout=10)
+        stop_all(systems, nginx)
 
     results = {
         "setup": {"a": args.a, "b": args.b, "env_a": args.env_a, "env_b": args.env_b,

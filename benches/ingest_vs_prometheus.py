@@ -163,6 +163,91 @@ class System:
             self.proc.kill()
 
 
+def prepare_targets(prefix, series, targets, interval):
+    """A scratch directory with the synthetic body, an nginx configuration serving it on
+    127.0.0.1..127.0.0.`targets` (one port), and the scrape configuration both systems load.
+    Returns (directory, body, scrape config path, nginx config path)."""
+    tmp = tempfile.mkdtemp(prefix=prefix)
+    os.chmod(tmp, 0o755)  # nginx's worker runs as an unprivileged user and reads www/
+    www = os.path.join(tmp, "www")
+    os.makedirs(www)
+    body = render_exposition(series)
+    with open(os.path.join(www, "metrics"), "w") as f:
+        f.write(body)
+    port = free_port()
+    nginx_conf = os.path.join(tmp, "nginx.conf")
+    with open(nginx_conf, "w") as f:
+        f.write(
+            f"""worker_processes 1;
+daemon off;
+pid {tmp}/nginx.pid;
+error_log {tmp}/nginx.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  client_body_temp_path {tmp}/body; proxy_temp_path {tmp}/proxy; fastcgi_temp_path {tmp}/fcgi;
+  uwsgi_temp_path {tmp}/uwsgi; scgi_temp_path {tmp}/scgi;
+  sendfile on; keepalive_requests 100000;
+  server {{
+    listen {port};
+    root {www};
+    location / {{ default_type "text/plain; version=0.0.4; charset=utf-8"; }}
+  }}
+}}
+"""
+        )
+    addresses = [f"127.0.0.{k}:{port}" for k in range(1, targets + 1)]
+    config = os.path.join(tmp, "prometheus.yml")
+    with open(config, "w") as f:
+        f.write(
+            "global:\n"
+            f"  scrape_interval: {interval}\n"
+            "scrape_configs:\n"
+            "  - job_name: bench\n"
+            "    static_configs:\n"
+            f"      - targets: {json.dumps(addresses)}\n"
+        )
+    return tmp, body, config, nginx_conf
+
+
+def start_nginx(nginx, nginx_conf, tmp, log=None):
+    """Starts the target generator on CPU 0 and waits until it answers."""
+    proc = subprocess.Popen(["taskset", "-c", "0", nginx, "-c", nginx_conf, "-p", tmp], stderr=log)
+    with open(nginx_conf) as f:
+        port = re.search(r"listen (\d+);", f.read()).group(1)
+    wait_http(f"http://127.0.0.1:{port}/metrics")
+    return proc
+
+
+def sample_loop(systems, total, every):
+    """Samples each system every `every` seconds for `total` seconds, printing progress."""
+    start = time.time()
+    while True:
+        t = time.time() - start
+        for s in systems:
+            s.sample(t)
+        if t >= total:
+            break
+        time.sleep(min(every, max(0.0, total - t)))
+        print(
+            f"  t={t:5.0f}s  "
+            + "  ".join(
+                f"{s.name}: {s.points[-1]['samples']:.0f} samples, {s.points[-1]['series']:.0f} series, "
+                f"rss {s.points[-1]['rss'] / 2**20:.0f} MiB, cpu {s.points[-1]['cpu']:.1f}s"
+                for s in systems
+            ),
+            flush=True,
+        )
+
+
+def stop_all(systems, nginx):
+    """Stops the systems under test, then the target generator."""
+    for s in systems:
+        s.stop()
+    nginx.send_signal(signal.SIGQUIT)
+    nginx.wait(timeout=10)
+
+
 def cpu_model():
     """The processor's name, so that results from different machines can be told apart."""
     try:
@@ -228,49 +313,9 @@ def main():
         if not (os.path.exists(tool) or shutil.which(tool)):
             raise SystemExit(f"missing {tool}")
 
-    tmp = tempfile.mkdtemp(prefix="arrowhead-bench-")
-    os.chmod(tmp, 0o755)  # nginx's worker runs as an unprivileged user and reads www/
-    www = os.path.join(tmp, "www")
-    os.makedirs(www)
-    body = render_exposition(args.series)
-    with open(os.path.join(www, "metrics"), "w") as f:
-        f.write(body)
-    port = free_port()
-    nginx_conf = os.path.join(tmp, "nginx.conf")
-    with open(nginx_conf, "w") as f:
-        f.write(
-            f"""worker_processes 1;
-daemon off;
-pid {tmp}/nginx.pid;
-error_log {tmp}/nginx.log warn;
-events {{ worker_connections 4096; }}
-http {{
-  access_log off;
-  client_body_temp_path {tmp}/body; proxy_temp_path {tmp}/proxy; fastcgi_temp_path {tmp}/fcgi;
-  uwsgi_temp_path {tmp}/uwsgi; scgi_temp_path {tmp}/scgi;
-  sendfile on; keepalive_requests 100000;
-  server {{
-    listen {port};
-    root {www};
-    location / {{ default_type "text/plain; version=0.0.4; charset=utf-8"; }}
-  }}
-}}
-"""
-        )
-    targets = [f"127.0.0.{k}:{port}" for k in range(1, args.targets + 1)]
-    config = os.path.join(tmp, "prometheus.yml")
-    with open(config, "w") as f:
-        f.write(
-            "global:\n"
-            f"  scrape_interval: {args.interval}\n"
-            "scrape_configs:\n"
-            "  - job_name: bench\n"
-            "    static_configs:\n"
-            f"      - targets: {json.dumps(targets)}\n"
-        )
+    tmp, body, config, nginx_conf = prepare_targets("arrowhead-bench-", args.series, args.targets, args.interval)
     logs = open(os.path.join(tmp, "logs.txt"), "w")
-    nginx = subprocess.Popen(["taskset", "-c", "0", args.nginx, "-c", nginx_conf, "-p", tmp], stderr=logs)
-    wait_http(f"http://127.0.0.1:{port}/metrics")
+    nginx = start_nginx(args.nginx, nginx_conf, tmp, logs)
     samples_per_scrape = sum(1 for l in body.splitlines() if l and not l.startswith("#"))
     print(f"targets: {args.targets} x {samples_per_scrape} series ({len(body)} bytes each), every {args.interval}")
 
@@ -303,29 +348,9 @@ http {{
     try:
         wait_http(f"http://127.0.0.1:{ah_http}/-/ready")
         wait_http(f"http://127.0.0.1:{prom_port}/-/ready")
-        start = time.time()
-        total = args.warmup + args.duration
-        while True:
-            t = time.time() - start
-            for s in systems:
-                s.sample(t)
-            if t >= total:
-                break
-            time.sleep(min(args.every, max(0.0, total - t)))
-            print(
-                f"  t={t:5.0f}s  "
-                + "  ".join(
-                    f"{s.name}: {s.points[-1]['samples']:.0f} samples, {s.points[-1]['series']:.0f} series, "
-                    f"rss {s.points[-1]['rss'] / 2**20:.0f} MiB, cpu {s.points[-1]['cpu']:.1f}s"
-                    for s in systems
-                ),
-                flush=True,
-            )
+        sample_loop(systems, args.warmup + args.duration, args.every)
     finally:
-        for s in systems:
-            s.stop()
-        nginx.send_signal(signal.SIGQUIT)
-        nginx.wait(timeout=10)
+        stop_all(systems, nginx)
 
     results = {
         "setup": {
