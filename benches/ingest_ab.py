@@ -26,19 +26,17 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from ingest_vs_prometheus import (  # noqa: E402
-    System,
     cpu_model,
-    free_port,
     prepare_targets,
     sample_loop,
+    start_arrowhead,
     start_nginx,
     stop_all,
     summarize,
-    wait_http,
+    wait_for_boundary,
 )
 
 
@@ -80,24 +78,13 @@ def main():
     nginx = start_nginx(args.nginx, nginx_conf, tmp)
     print(f"targets: {args.targets} x {args.series} series, every {args.interval}; scratch {tmp}", flush=True)
     if args.align:
-        wait = 600 - time.time() % 600
-        print(f"waiting {wait:.0f} s for the next 10-minute boundary", flush=True)
-        time.sleep(wait)
+        wait_for_boundary()
 
     systems = []
     try:
         for name, binary, env in [("a", args.a, env_a), ("b", args.b, env_b)]:
-            http, flight = free_port(), free_port()
             log = open(os.path.join(tmp, f"{name}.log"), "w")
-            cmd = ["taskset", "-c", "1", binary, "serve", "--config", config,
-                   "--data-dir", os.path.join(tmp, f"data-{name}"),
-                   "--http-listen", f"127.0.0.1:{http}", "--flight-listen", f"127.0.0.1:{flight}"]
-            system = System(name, cmd, f"http://127.0.0.1:{http}/metrics",
-                            "arrowhead_head_samples_appended_total", "arrowhead_head_series", log, env=env)
-            system.ready_url = f"http://127.0.0.1:{http}/-/ready"
-            systems.append(system)
-        for s in systems:
-            wait_http(s.ready_url)
+            systems.append(start_arrowhead(name, binary, config, os.path.join(tmp, f"data-{name}"), log, env))
         sample_loop(systems, args.warmup + args.seconds, args.every)
     finally:
         stop_all(systems, nginx)

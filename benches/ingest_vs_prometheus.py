@@ -138,6 +138,8 @@ class System:
         self.metrics_url = metrics_url
         self.samples_metric = samples_metric
         self.series_metric = series_metric
+        # Both systems answer /-/ready on the port of their /metrics.
+        self.ready_url = metrics_url.rsplit("/", 1)[0] + "/-/ready"
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, env=env)
         self.points = []
 
@@ -161,6 +163,28 @@ class System:
             self.proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+
+
+def start_arrowhead(name, binary, config, data_dir, log, env=None):
+    """Starts a replica on CPU 1 with the benchmark's scrape configuration, on free ports."""
+    http, flight = free_port(), free_port()
+    return System(
+        name,
+        ["taskset", "-c", "1", binary, "serve", "--config", config, "--data-dir", data_dir,
+         "--http-listen", f"127.0.0.1:{http}", "--flight-listen", f"127.0.0.1:{flight}"],
+        f"http://127.0.0.1:{http}/metrics",
+        "arrowhead_head_samples_appended_total",
+        "arrowhead_head_series",
+        log,
+        env=env,
+    )
+
+
+def wait_for_boundary():
+    """Sleeps until the next 10-minute boundary, where a block's range starts."""
+    wait = 600 - time.time() % 600
+    print(f"waiting {wait:.0f} s for the next 10-minute boundary", flush=True)
+    time.sleep(wait)
 
 
 def prepare_targets(prefix, series, targets, interval):
@@ -220,7 +244,10 @@ def start_nginx(nginx, nginx_conf, tmp, log=None):
 
 
 def sample_loop(systems, total, every):
-    """Samples each system every `every` seconds for `total` seconds, printing progress."""
+    """Waits until each system is ready, then samples each one every `every` seconds for
+    `total` seconds, printing progress."""
+    for s in systems:
+        wait_http(s.ready_url)
     start = time.time()
     while True:
         t = time.time() - start
@@ -320,20 +347,9 @@ def main():
     print(f"targets: {args.targets} x {samples_per_scrape} series ({len(body)} bytes each), every {args.interval}")
 
     if args.align_cut:
-        wait = 600 - time.time() % 600
-        print(f"waiting {wait:.0f} s for the next 10-minute boundary", flush=True)
-        time.sleep(wait)
-    ah_http, ah_flight, prom_port = free_port(), free_port(), free_port()
-    arrowhead = System(
-        "arrowhead",
-        ["taskset", "-c", "1", args.arrowhead, "serve", "--config", config,
-         "--data-dir", os.path.join(tmp, "arrowhead"),
-         "--http-listen", f"127.0.0.1:{ah_http}", "--flight-listen", f"127.0.0.1:{ah_flight}"],
-        f"http://127.0.0.1:{ah_http}/metrics",
-        "arrowhead_head_samples_appended_total",
-        "arrowhead_head_series",
-        logs,
-    )
+        wait_for_boundary()
+    prom_port = free_port()
+    arrowhead = start_arrowhead("arrowhead", args.arrowhead, config, os.path.join(tmp, "arrowhead"), logs)
     prometheus = System(
         "prometheus",
         ["taskset", "-c", "1", args.prometheus, f"--config.file={config}",
@@ -346,8 +362,6 @@ def main():
     )
     systems = [arrowhead, prometheus]
     try:
-        wait_http(f"http://127.0.0.1:{ah_http}/-/ready")
-        wait_http(f"http://127.0.0.1:{prom_port}/-/ready")
         sample_loop(systems, args.warmup + args.duration, args.every)
     finally:
         stop_all(systems, nginx)
